@@ -1,0 +1,165 @@
+// The box formulas, written once for the CPU and the CUDA kernels.
+//
+// Every function is __host__ __device__ and inline so both compilers see the same arithmetic. The order of
+// operations follows torchvision.ops (area = (x2 - x1) * (y2 - y1); union = area_a + area_b - inter; ...) so
+// float32 results agree with it to the last bit or within rounding, and NaN coordinates give NaN results,
+// as torch.max / torch.min / clamp do.
+#pragma once
+
+#include <c10/macros/Macros.h>
+#include <cmath>
+
+#define DETOPS_HD C10_HOST_DEVICE inline
+
+namespace detops {
+
+// Overlap measures; the integer values are part of the op schemas' string <-> enum mapping.
+enum class IouMode : int { IoU = 0, GIoU = 1, DIoU = 2, CIoU = 3, IoF = 4 };
+
+template <typename T>
+struct Box {
+  T x1, y1, x2, y2;
+};
+
+template <typename T>
+DETOPS_HD Box<T> load_box(const T* p) {
+  return {p[0], p[1], p[2], p[3]};
+}
+
+// NaN-propagating min/max/clamp: a NaN in either operand comes out, as with torch.min/torch.max.
+template <typename T>
+DETOPS_HD T nan_min(T a, T b) {
+  return (a < b || a != a) ? a : b;
+}
+template <typename T>
+DETOPS_HD T nan_max(T a, T b) {
+  return (a > b || a != a) ? a : b;
+}
+template <typename T>
+DETOPS_HD T clamp_min0(T v) {
+  return v < T(0) ? T(0) : v;  // NaN < 0 is false: NaN passes through, as torch.clamp(min=0)
+}
+
+template <typename T>
+DETOPS_HD T area(const Box<T>& b) {
+  return (b.x2 - b.x1) * (b.y2 - b.y1);
+}
+
+template <typename T>
+DETOPS_HD T intersection(const Box<T>& a, const Box<T>& b) {
+  const T w = clamp_min0(nan_min(a.x2, b.x2) - nan_max(a.x1, b.x1));
+  const T h = clamp_min0(nan_min(a.y2, b.y2) - nan_max(a.y1, b.y1));
+  return w * h;
+}
+
+// The smallest box enclosing a and b: width and height, clamped at zero as torchvision's pairwise ops do.
+template <typename T>
+DETOPS_HD void enclosing_wh(const Box<T>& a, const Box<T>& b, T& w, T& h) {
+  w = clamp_min0(nan_max(a.x2, b.x2) - nan_min(a.x1, b.x1));
+  h = clamp_min0(nan_max(a.y2, b.y2) - nan_min(a.y1, b.y1));
+}
+
+template <typename T>
+DETOPS_HD T iou(const Box<T>& a, const Box<T>& b, T area_a, T area_b) {
+  const T inter = intersection(a, b);
+  return inter / (area_a + area_b - inter);
+}
+
+// Squared distance between the centres of a and b (the DIoU penalty's numerator).
+template <typename T>
+DETOPS_HD T center_distance2(const Box<T>& a, const Box<T>& b) {
+  const T dx = (a.x1 + a.x2) / T(2) - (b.x1 + b.x2) / T(2);
+  const T dy = (a.y1 + a.y2) / T(2) - (b.y1 + b.y2) / T(2);
+  return dx * dx + dy * dy;
+}
+
+// CIoU's aspect-ratio term v = 4/pi^2 (atan(w_b/h_b) - atan(w_a/h_a))^2.
+template <typename T>
+DETOPS_HD T aspect_penalty(const Box<T>& a, const Box<T>& b) {
+  const T d = atan((b.x2 - b.x1) / (b.y2 - b.y1)) - atan((a.x2 - a.x1) / (a.y2 - a.y1));
+  return T(0.40528473456935108577551785283891) * d * d;  // 4 / pi^2
+}
+
+// One entry of a pairwise overlap matrix, as torchvision's box_iou / generalized_box_iou /
+// distance_box_iou / complete_box_iou compute it (eps only where torchvision adds it), plus IoF
+// (intersection over the area of a, as mmcv's bbox_overlaps(mode="iof")).
+template <typename T>
+DETOPS_HD T pairwise_overlap(IouMode mode, const Box<T>& a, const Box<T>& b, T area_a, T area_b, T eps) {
+  const T inter = intersection(a, b);
+  if (mode == IouMode::IoF) return inter / area_a;
+  const T uni = area_a + area_b - inter;
+  const T iou_v = inter / uni;
+  if (mode == IouMode::IoU) return iou_v;
+  T cw, ch;
+  enclosing_wh(a, b, cw, ch);
+  if (mode == IouMode::GIoU) {
+    const T area_c = cw * ch;
+    return iou_v - (area_c - uni) / area_c;
+  }
+  const T diou = iou_v - center_distance2(a, b) / (cw * cw + ch * ch + eps);
+  if (mode == IouMode::DIoU) return diou;
+  const T v = aspect_penalty(a, b);
+  const T alpha = v / (T(1) - iou_v + v + eps);
+  return diou - alpha * v;
+}
+
+// The overlap of two boxes of an aligned pair, as torchvision's IoU losses compute it (loss = 1 - value):
+// eps is added to the union and to the enclosing box's area and diagonal, and the enclosing box is not
+// clamped. The differentiable wrapper (detops.box_iou_aligned) and the losses use this.
+template <typename T>
+DETOPS_HD T aligned_overlap(IouMode mode, const Box<T>& a, const Box<T>& b, T eps) {
+  const T inter = intersection(a, b);
+  const T area_a = area(a);
+  if (mode == IouMode::IoF) return inter / (area_a + eps);
+  const T uni = area_a + area(b) - inter;
+  const T iou_v = inter / (uni + eps);
+  if (mode == IouMode::IoU) return iou_v;
+  const T cw = nan_max(a.x2, b.x2) - nan_min(a.x1, b.x1);
+  const T ch = nan_max(a.y2, b.y2) - nan_min(a.y1, b.y1);
+  if (mode == IouMode::GIoU) {
+    const T area_c = cw * ch;
+    return iou_v - (area_c - uni) / (area_c + eps);
+  }
+  const T diou = iou_v - center_distance2(a, b) / (cw * cw + ch * ch + eps);
+  if (mode == IouMode::DIoU) return diou;
+  const T v = aspect_penalty(a, b);
+  const T alpha = v / (T(1) - iou_v + v + eps);
+  return diou - alpha * v;
+}
+
+// ---- Box coding (SPEC "Box coding"): deltas of a box relative to an anchor, both xyxy. ----
+
+struct CodingWeights {
+  float wx, wy, ww, wh;
+};
+
+template <typename T>
+DETOPS_HD void encode_box(const Box<T>& g, const Box<T>& a, CodingWeights w, T* out) {
+  const T aw = a.x2 - a.x1, ah = a.y2 - a.y1;
+  const T acx = a.x1 + T(0.5) * aw, acy = a.y1 + T(0.5) * ah;
+  const T gw = g.x2 - g.x1, gh = g.y2 - g.y1;
+  const T gcx = g.x1 + T(0.5) * gw, gcy = g.y1 + T(0.5) * gh;
+  out[0] = T(w.wx) * (gcx - acx) / aw;
+  out[1] = T(w.wy) * (gcy - acy) / ah;
+  out[2] = T(w.ww) * log(gw / aw);
+  out[3] = T(w.wh) * log(gh / ah);
+}
+
+// dw and dh are clamped from above only (torchvision's bbox_xform_clip); clamp = +inf disables it.
+template <typename T>
+DETOPS_HD void decode_box(const T* d, const Box<T>& a, CodingWeights w, T clamp, T* out) {
+  const T aw = a.x2 - a.x1, ah = a.y2 - a.y1;
+  const T acx = a.x1 + T(0.5) * aw, acy = a.y1 + T(0.5) * ah;
+  const T dx = d[0] / T(w.wx), dy = d[1] / T(w.wy);
+  T dw = d[2] / T(w.ww), dh = d[3] / T(w.wh);
+  dw = dw > clamp ? clamp : dw;  // NaN stays NaN, as torch.clamp(max=...)
+  dh = dh > clamp ? clamp : dh;
+  const T cx = dx * aw + acx, cy = dy * ah + acy;
+  const T pw = exp(dw) * aw, ph = exp(dh) * ah;
+  out[0] = cx - T(0.5) * pw;
+  out[1] = cy - T(0.5) * ph;
+  out[2] = cx + T(0.5) * pw;
+  out[3] = cy + T(0.5) * ph;
+}
+
+}  // namespace detops

@@ -1,0 +1,108 @@
+// CPU kernels of the overlap ops (CUDA twin: cuda/boxes.cu; reference: detops/reference/boxes.py).
+#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "box_math.h"
+#include "ops/boxes.h"
+
+namespace detops {
+namespace {
+
+// Rows of a against all of b for one batch entry. b is given column-wise (x1, y1, x2, y2, area as five
+// arrays) so the inner loop has no gathers and the compiler vectorises it.
+template <typename T, IouMode kMode>
+void pairwise_rows(const T* a, const T* const* bcol, T* out, int64_t row_begin, int64_t row_end, int64_t m,
+                   T eps) {
+  const T *bx1 = bcol[0], *by1 = bcol[1], *bx2 = bcol[2], *by2 = bcol[3], *barea = bcol[4];
+  for (int64_t i = row_begin; i < row_end; ++i) {
+    const Box<T> ai = load_box(a + 4 * i);
+    const T area_a = area(ai);
+    T* row = out + i * m;
+    for (int64_t j = 0; j < m; ++j) {
+      const Box<T> bj{bx1[j], by1[j], bx2[j], by2[j]};
+      row[j] = pairwise_overlap(kMode, ai, bj, area_a, barea[j], eps);
+    }
+  }
+}
+
+template <typename T, IouMode kMode>
+void pairwise_all(PairwiseProblem& p) {
+  const T* a = p.a.data_ptr<T>();
+  const T* b = p.b.data_ptr<T>();
+  T* out = p.out.data_ptr<T>();
+  const int64_t n = p.n, m = p.m, batch = p.batch;
+  const T eps = static_cast<T>(p.eps);
+  // b's columns for each distinct b batch entry (one when b is shared by the whole batch).
+  const int64_t b_entries = p.b_batch_stride == 0 ? 1 : batch;
+  std::vector<T> cols(static_cast<size_t>(b_entries * 5 * m));
+  at::parallel_for(0, b_entries, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t e = begin; e < end; ++e) {
+      const T* be = b + e * p.b_batch_stride;
+      T* c = cols.data() + e * 5 * m;
+      for (int64_t j = 0; j < m; ++j) {
+        const Box<T> bj = load_box(be + 4 * j);
+        c[j] = bj.x1, c[m + j] = bj.y1, c[2 * m + j] = bj.x2, c[3 * m + j] = bj.y2, c[4 * m + j] = area(bj);
+      }
+    }
+  });
+  // Parallel over (batch, row) pairs so a batch of few rows (SSD: 20 objects x 8732 priors) still uses
+  // every thread; each task covers at least ~32k outputs to amortise scheduling.
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(m, 1));
+  at::parallel_for(0, batch * n, grain, [&](int64_t begin, int64_t end) {
+    while (begin < end) {
+      const int64_t e = begin / n, r0 = begin % n;
+      const int64_t r1 = std::min(n, r0 + (end - begin));
+      const T* ce = cols.data() + (p.b_batch_stride == 0 ? 0 : e) * 5 * m;
+      const T* bcol[5] = {ce, ce + m, ce + 2 * m, ce + 3 * m, ce + 4 * m};
+      pairwise_rows<T, kMode>(a + e * p.a_batch_stride, bcol, out + e * n * m, r0, r1, m, eps);
+      begin += r1 - r0;
+    }
+  });
+}
+
+template <typename T>
+void pairwise_dispatch_mode(PairwiseProblem& p) {
+  switch (p.mode) {
+    case IouMode::IoU: return pairwise_all<T, IouMode::IoU>(p);
+    case IouMode::GIoU: return pairwise_all<T, IouMode::GIoU>(p);
+    case IouMode::DIoU: return pairwise_all<T, IouMode::DIoU>(p);
+    case IouMode::CIoU: return pairwise_all<T, IouMode::CIoU>(p);
+    case IouMode::IoF: return pairwise_all<T, IouMode::IoF>(p);
+  }
+}
+
+at::Tensor box_iou_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode, double eps) {
+  PairwiseProblem p = prepare_pairwise(boxes1, boxes2, mode, eps);
+  if (p.out.numel() > 0) {
+    AT_DISPATCH_FLOATING_TYPES(p.a.scalar_type(), "box_iou_cpu", [&] { pairwise_dispatch_mode<scalar_t>(p); });
+  }
+  return finish_pairwise(p);
+}
+
+at::Tensor box_iou_aligned_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode,
+                               double eps) {
+  AlignedProblem p = prepare_aligned(boxes1, boxes2, mode, eps);
+  AT_DISPATCH_FLOATING_TYPES(p.a.scalar_type(), "box_iou_aligned_cpu", [&] {
+    const scalar_t* a = p.a.data_ptr<scalar_t>();
+    const scalar_t* b = p.b.data_ptr<scalar_t>();
+    scalar_t* out = p.out.data_ptr<scalar_t>();
+    const auto eps_t = static_cast<scalar_t>(p.eps);
+    at::parallel_for(0, p.count, 4096, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        out[i] = aligned_overlap(p.mode, load_box(a + 4 * i), load_box(b + 4 * i), eps_t);
+    });
+  });
+  return finish_aligned(p);
+}
+
+}  // namespace
+}  // namespace detops
+
+TORCH_LIBRARY_IMPL(detops, CPU, m) {
+  m.impl("box_iou", &detops::box_iou_cpu);
+  m.impl("box_iou_aligned", &detops::box_iou_aligned_cpu);
+}

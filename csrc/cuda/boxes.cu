@@ -1,0 +1,91 @@
+// CUDA kernels of the overlap ops (CPU twin: cpu/boxes.cpp; reference: detops/reference/boxes.py).
+#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include <ATen/Dispatch.h>
+#include <torch/library.h>
+
+#include "box_math.h"
+#include "cuda/launch.cuh"
+#include "ops/boxes.h"
+
+namespace detops {
+namespace {
+
+constexpr int kTileM = 128;  // columns (boxes2) per block: consecutive threads write consecutive outputs
+constexpr int kTileN = 8;    // rows (boxes1) per block
+
+// One output per thread; blocks stride over rows and batch entries so any N and batch fit the grid.
+template <typename T, IouMode kMode>
+__global__ void pairwise_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out,
+                                int64_t a_bs, int64_t b_bs, int64_t batch, int64_t n, int64_t m, T eps) {
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * kTileM + threadIdx.x;
+  if (j >= m) return;
+  for (int64_t e = blockIdx.z; e < batch; e += gridDim.z) {
+    const Box<T> bj = load_box(b + e * b_bs + 4 * j);
+    const T area_b = area(bj);
+    for (int64_t i = static_cast<int64_t>(blockIdx.y) * kTileN + threadIdx.y; i < n;
+         i += static_cast<int64_t>(gridDim.y) * kTileN) {
+      const Box<T> ai = load_box(a + e * a_bs + 4 * i);  // the same address for the whole warp: a broadcast
+      out[(e * n + i) * m + j] = pairwise_overlap(kMode, ai, bj, area(ai), area_b, eps);
+    }
+  }
+}
+
+template <typename T, IouMode kMode>
+void launch_pairwise(PairwiseProblem& p) {
+  const dim3 threads(kTileM, kTileN);
+  const dim3 blocks(static_cast<unsigned int>((p.m + kTileM - 1) / kTileM),
+                    static_cast<unsigned int>(std::min<int64_t>((p.n + kTileN - 1) / kTileN, 65535)),
+                    static_cast<unsigned int>(std::min<int64_t>(p.batch, 65535)));
+  pairwise_kernel<T, kMode><<<blocks, threads, 0, cuda::stream()>>>(
+      p.a.data_ptr<T>(), p.b.data_ptr<T>(), p.out.data_ptr<T>(), p.a_batch_stride, p.b_batch_stride, p.batch, p.n,
+      p.m, static_cast<T>(p.eps));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename T>
+__global__ void aligned_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out, int64_t count,
+                               IouMode mode, T eps) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    out[i] = aligned_overlap(mode, load_box(a + 4 * i), load_box(b + 4 * i), eps);
+}
+
+at::Tensor box_iou_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode, double eps) {
+  const c10::cuda::CUDAGuard guard(boxes1.device());
+  PairwiseProblem p = prepare_pairwise(boxes1, boxes2, mode, eps);
+  if (p.out.numel() > 0) {
+    AT_DISPATCH_FLOATING_TYPES(p.a.scalar_type(), "box_iou_cuda", [&] {
+      switch (p.mode) {
+        case IouMode::IoU: return launch_pairwise<scalar_t, IouMode::IoU>(p);
+        case IouMode::GIoU: return launch_pairwise<scalar_t, IouMode::GIoU>(p);
+        case IouMode::DIoU: return launch_pairwise<scalar_t, IouMode::DIoU>(p);
+        case IouMode::CIoU: return launch_pairwise<scalar_t, IouMode::CIoU>(p);
+        case IouMode::IoF: return launch_pairwise<scalar_t, IouMode::IoF>(p);
+      }
+    });
+  }
+  return finish_pairwise(p);
+}
+
+at::Tensor box_iou_aligned_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode,
+                                double eps) {
+  const c10::cuda::CUDAGuard guard(boxes1.device());
+  AlignedProblem p = prepare_aligned(boxes1, boxes2, mode, eps);
+  if (p.count > 0) {
+    AT_DISPATCH_FLOATING_TYPES(p.a.scalar_type(), "box_iou_aligned_cuda", [&] {
+      aligned_kernel<scalar_t><<<cuda::blocks_for(p.count), cuda::kThreads, 0, cuda::stream()>>>(
+          p.a.data_ptr<scalar_t>(), p.b.data_ptr<scalar_t>(), p.out.data_ptr<scalar_t>(), p.count, p.mode,
+          static_cast<scalar_t>(p.eps));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+  return finish_aligned(p);
+}
+
+}  // namespace
+}  // namespace detops
+
+TORCH_LIBRARY_IMPL(detops, CUDA, m) {
+  m.impl("box_iou", &detops::box_iou_cuda);
+  m.impl("box_iou_aligned", &detops::box_iou_aligned_cuda);
+}

@@ -1,0 +1,44 @@
+// The pairwise and aligned overlap ops (box_iou and friends): argument checks and the layout the CPU
+// kernel (cpu/boxes.cpp) and the CUDA kernel (cuda/boxes.cu) both receive.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "box_math.h"
+
+namespace detops {
+
+IouMode parse_iou_mode(c10::string_view mode);
+
+// boxes1[..., N, 4] x boxes2[..., M, 4] -> out[..., N, M], leading dims broadcast.
+// a and b are [batch, N, 4] / [batch, M, 4] in compute dtype with rows contiguous; a batch stride of 0
+// means that side is shared by every batch entry (priors against per-image ground truth, say).
+struct PairwiseProblem {
+  at::Tensor a, b;
+  int64_t a_batch_stride, b_batch_stride;  // in elements
+  int64_t batch, n, m;
+  IouMode mode;
+  double eps;
+  at::Tensor out;                   // [batch, N, M], compute dtype
+  std::vector<int64_t> out_shape;   // [..., N, M]
+  at::ScalarType out_dtype;
+};
+PairwiseProblem prepare_pairwise(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode,
+                                 double eps);
+at::Tensor finish_pairwise(PairwiseProblem& p);
+
+// boxes1[..., 4], boxes2[..., 4] of one shape (broadcast) -> out[...].
+struct AlignedProblem {
+  at::Tensor a, b;  // [count, 4] contiguous, compute dtype
+  int64_t count;
+  IouMode mode;
+  double eps;
+  at::Tensor out;  // [count], compute dtype
+  std::vector<int64_t> out_shape;
+  at::ScalarType out_dtype;
+};
+AlignedProblem prepare_aligned(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode,
+                               double eps);
+at::Tensor finish_aligned(AlignedProblem& p);
+
+}  // namespace detops

@@ -1,0 +1,69 @@
+"""Backward formulas for the differentiable detops ops, registered with torch.library.register_autograd.
+
+The overlap and coding kernels are forward-only; their gradients are the reference formulas' gradients
+(detops.reference), recomputed in the backward pass. The forward stays fused and fast, and the gradient
+is exactly the gradient of the documented formula.
+"""
+
+import torch
+from torch.library import register_autograd
+
+from detops.reference import boxes as ref_boxes
+from detops.reference import coding as ref_coding
+
+
+def _vjp(fn, inputs, grad, needs):
+    with torch.enable_grad():
+        leaves = [x.detach().requires_grad_(n) for x, n in zip(inputs, needs)]
+        out = fn(*leaves)
+        wanted = [x for x, n in zip(leaves, needs) if n]
+        grads = iter(torch.autograd.grad(out, wanted, grad, allow_unused=True))
+    return [next(grads) if n else None for n in needs]
+
+
+def _setup_boxes(ctx, inputs, output):
+    boxes1, boxes2, mode, eps = inputs
+    ctx.save_for_backward(boxes1, boxes2)
+    ctx.mode, ctx.eps = mode, eps
+
+
+def _box_iou_backward(ctx, grad):
+    boxes1, boxes2 = ctx.saved_tensors
+    g1, g2 = _vjp(
+        lambda a, b: ref_boxes.box_iou(a, b, ctx.mode, ctx.eps), (boxes1, boxes2), grad, ctx.needs_input_grad[:2]
+    )
+    return g1, g2, None, None
+
+
+def _box_iou_aligned_backward(ctx, grad):
+    boxes1, boxes2 = ctx.saved_tensors
+    g1, g2 = _vjp(
+        lambda a, b: ref_boxes.box_iou_aligned(a, b, ctx.mode, ctx.eps),
+        (boxes1, boxes2),
+        grad,
+        ctx.needs_input_grad[:2],
+    )
+    return g1, g2, None, None
+
+
+def _setup_coding(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0], inputs[1])
+    ctx.extra = inputs[2:]
+
+
+def _encode_backward(ctx, grad):
+    boxes, anchors = ctx.saved_tensors
+    g = _vjp(lambda b, a: ref_coding.encode_boxes(b, a, *ctx.extra), (boxes, anchors), grad, ctx.needs_input_grad[:2])
+    return g[0], g[1], None
+
+
+def _decode_backward(ctx, grad):
+    deltas, anchors = ctx.saved_tensors
+    g = _vjp(lambda d, a: ref_coding.decode_boxes(d, a, *ctx.extra), (deltas, anchors), grad, ctx.needs_input_grad[:2])
+    return g[0], g[1], None, None
+
+
+register_autograd("detops::box_iou", _box_iou_backward, setup_context=_setup_boxes)
+register_autograd("detops::box_iou_aligned", _box_iou_aligned_backward, setup_context=_setup_boxes)
+register_autograd("detops::encode_boxes", _encode_backward, setup_context=_setup_coding)
+register_autograd("detops::decode_boxes", _decode_backward, setup_context=_setup_coding)

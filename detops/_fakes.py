@@ -1,0 +1,54 @@
+"""Fake (meta) kernels for every torch.ops.detops op: output shapes and dtypes without computing anything,
+so torch.compile, torch.export and FakeTensor tracing work. One section per op family; each fake mirrors
+the shape rules of its kernel's prepare_* function in csrc/ops/<family>.cpp."""
+
+import torch
+from torch.library import register_fake
+
+
+def _pairwise_dtype(dtype, keep_reduced_float):
+    if not dtype.is_floating_point:
+        return torch.float32
+    if dtype in (torch.float16, torch.bfloat16) and not keep_reduced_float:
+        return torch.float32
+    return dtype
+
+
+def _check_boxes(t, name, min_dim=1):
+    torch._check(t.dim() >= min_dim and t.shape[-1] == 4, lambda: f"{name} must have shape [..., 4], got {list(t.shape)}")
+
+
+# ---- boxes (csrc/ops/boxes.cpp) ----
+
+
+@register_fake("detops::box_iou")
+def _box_iou_fake(boxes1, boxes2, mode="iou", eps=1e-7):
+    _check_boxes(boxes1, "boxes1", 2)
+    _check_boxes(boxes2, "boxes2", 2)
+    lead = torch.broadcast_shapes(boxes1.shape[:-2], boxes2.shape[:-2])
+    shape = (*lead, boxes1.shape[-2], boxes2.shape[-2])
+    return boxes1.new_empty(shape, dtype=_pairwise_dtype(boxes1.dtype, False))
+
+
+@register_fake("detops::box_iou_aligned")
+def _box_iou_aligned_fake(boxes1, boxes2, mode="iou", eps=1e-7):
+    _check_boxes(boxes1, "boxes1")
+    _check_boxes(boxes2, "boxes2")
+    return boxes1.new_empty(boxes1.shape[:-1], dtype=_pairwise_dtype(boxes1.dtype, True))
+
+
+# ---- coding (csrc/ops/coding.cpp) ----
+
+
+@register_fake("detops::encode_boxes")
+def _encode_boxes_fake(boxes, anchors, weights=(1.0, 1.0, 1.0, 1.0)):
+    _check_boxes(boxes, "boxes")
+    _check_boxes(anchors, "anchors")
+    return boxes.new_empty(torch.broadcast_shapes(boxes.shape, anchors.shape))
+
+
+@register_fake("detops::decode_boxes")
+def _decode_boxes_fake(deltas, anchors, weights=(1.0, 1.0, 1.0, 1.0), clamp=None):
+    _check_boxes(deltas, "deltas")
+    _check_boxes(anchors, "anchors")
+    return deltas.new_empty(torch.broadcast_shapes(deltas.shape, anchors.shape))
