@@ -45,7 +45,33 @@ def _build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="versions, what was compiled, visible GPUs (paste this into bug reports)")
     p.set_defaults(func=cmd_info)
+    _add_ssd_commands(sub)
     return parser
+
+
+def _add_ssd_commands(sub):
+    """``detops train | eval | detect | demo``: the SSD (detops/ssd). Modules are imported when a command
+    runs, so ``detops info`` stays fast."""
+
+    def lazy(module, fn="run"):
+        def call(args):
+            import importlib
+
+            return getattr(importlib.import_module(f"detops.ssd.{module}"), fn)(args)
+
+        return call
+
+    from detops.ssd import demo, detect, evaluate, train
+
+    for name, module, help_ in (
+        ("train", train, "train an SSD on a VOC-format dataset (torchrun --nproc_per_node N -m detops train ...)"),
+        ("eval", evaluate, "VOC mAP (VOC07 11-point and all-point) and per-class AP of a checkpoint"),
+        ("detect", detect, "detect objects in one image and save it with the boxes drawn"),
+        ("demo", demo, "synthetic data -> train a small SSD on the CPU -> evaluate -> draw (a few minutes)"),
+    ):
+        p = sub.add_parser(name, help=help_)
+        module.add_arguments(p)
+        p.set_defaults(func=lazy(module.__name__.rsplit(".", 1)[1]))
 
 
 def main(argv=None):
