@@ -116,7 +116,7 @@ def multiclass_nms(boxes, scores, score_threshold=0.05, iou_threshold=0.5, max_d
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
                "tvmonitor")
-SYNTHETIC_CLASSES = ("circle", "square", "triangle")
+SYNTHETIC_CLASSES = ("circle", "square", "triangle", "cross")
 
 
 def generate_voc_dataset(root, n_train=200, n_test=50, image_size=160, seed=0, classes=SYNTHETIC_CLASSES):
@@ -141,8 +141,12 @@ def generate_voc_dataset(root, n_train=200, n_test=50, image_size=160, seed=0, c
                     dr.ellipse([x, y, x + s, y + s], fill=col)
                 elif classes[c] == "square":
                     dr.rectangle([x, y, x + s, y + s], fill=col)
-                else:
+                elif classes[c] == "triangle":
                     dr.polygon([(x, y + s), (x + s, y + s), (x + s / 2, y)], fill=col)
+                else:
+                    t = s // 3
+                    dr.rectangle([x + t, y, x + s - t, y + s], fill=col)
+                    dr.rectangle([x, y + t, x + s, y + s - t], fill=col)
                 objs.append((classes[c], x, y, x + s, y + s))
             img.save(os.path.join(root, "JPEGImages", iid + ".jpg"), quality=95)
             a = ET.Element("annotation")
@@ -174,7 +178,8 @@ class VOCDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         iid = self.ids[i]
-        image = Image.open(os.path.join(self.root, "JPEGImages", iid + ".jpg")).convert("RGB")
+        image = torchvision.io.decode_image(os.path.join(self.root, "JPEGImages", iid + ".jpg"),
+                                            mode=torchvision.io.ImageReadMode.RGB)
         boxes, labels, diff = [], [], []
         for o in ET.parse(os.path.join(self.root, "Annotations", iid + ".xml")).getroot().iter("object"):
             d = int(o.findtext("difficult", "0"))
@@ -187,8 +192,10 @@ class VOCDataset(torch.utils.data.Dataset):
         boxes = torch.tensor(boxes, dtype=torch.float32).view(-1, 4)
         labels = torch.tensor(labels, dtype=torch.int64)
         diff = torch.tensor(diff, dtype=torch.uint8)
-        t = self.transforms or ssd_transforms(False)
-        return t(image, boxes, labels, diff)
+        if self.transforms is not None:
+            return self.transforms(image, boxes, labels, diff)
+        h, w = image.shape[-2:]
+        return image.float() / 255, boxes / torch.tensor([w, h, w, h], dtype=torch.float32), labels, diff
 
 
 def collate_fn(batch):
@@ -198,13 +205,12 @@ def collate_fn(batch):
 
 def ssd_transforms(train, size=300, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
     def t(image, boxes, labels, difficulties):
-        w, h = image.size
+        h, w = image.shape[-2:]
         if train and random.random() < 0.5:
-            image = image.transpose(Image.FLIP_LEFT_RIGHT)
+            image = image.flip(-1)
             boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], dim=1)
-        image = image.resize((size, size), Image.BILINEAR)
+        x = F.interpolate(image[None].float() / 255, size=(size, size), mode="bilinear", align_corners=False)[0]
         boxes = boxes / torch.tensor([w, h, w, h], dtype=torch.float32)
-        x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
         x = (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
         return x, boxes, labels, difficulties
 

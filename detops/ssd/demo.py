@@ -12,17 +12,26 @@ import os
 import time
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from detops.ssd import _deps
+from detops.ssd.detect import MEAN, STD
 
 
 class CachedDataset(Dataset):
     """Decodes a dataset once and serves it from memory, with cheap augmentation for training: horizontal
     flip and brightness/contrast jitter (fast enough that a 2-core CPU spends its time in the network)."""
 
-    def __init__(self, dataset: Dataset, augment: bool = False):
-        self.items = [dataset[i] for i in range(len(dataset))]
+    def __init__(self, dataset: Dataset, size: int, augment: bool = False, mean=MEAN, std=STD):
+        # The dataset gives [0, 1] images at their own size (transforms=None); resize and normalise once.
+        mean, std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+        self.items = []
+        for i in range(len(dataset)):
+            x, boxes, labels, diff = dataset[i]
+            if x.shape[-2:] != (size, size):
+                x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+            self.items.append(((x - mean) / std, boxes, labels, diff))
         self.augment = augment
 
     def __len__(self):
@@ -94,11 +103,9 @@ def run(args) -> dict:
 
     print(f"[1/5] generating {args.train_images} training + {args.test_images} held-out images in {data}")
     _deps.generate_voc_dataset(data, n_train=args.train_images, n_test=args.test_images, image_size=size,
-                               seed=args.seed)
-    to_tensor = _deps.ssd_transforms(False, size=size)
-    train_set = CachedDataset(_deps.VOCDataset(data, "train", transforms=to_tensor, classes=classes), augment=True)
-    test_set = CachedDataset(_deps.VOCDataset(data, "test", transforms=to_tensor, keep_difficult=True,
-                                              classes=classes))
+                               seed=args.seed, classes=classes)
+    train_set = CachedDataset(_deps.VOCDataset(data, "train", classes=classes), size, augment=True)
+    test_set = CachedDataset(_deps.VOCDataset(data, "test", keep_difficult=True, classes=classes), size)
 
     model = build_model(len(classes) + 1, "tiny", width=args.width)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer="adam", lr=args.lr,

@@ -292,7 +292,7 @@ class Trainer:
         for i in range(images.size(0)):
             pil = denormalize(images[i].cpu(), self.mean, self.std)
             pil = draw_detections(pil, boxes[i].cpu(), labels[i].cpu(), scores[i].cpu(), self.class_names)
-            arr = torch.from_numpy(np.asarray(pil)).permute(2, 0, 1)
+            arr = torch.from_numpy(np.array(pil)).permute(2, 0, 1)
             self.writer.add_image(f"detections/{i}", arr, self.epoch)
         self.model.train(was_training)
 
