@@ -124,8 +124,6 @@ def test_load_vgg16_weights_rejects_wrong_input(vgg_state):
 
 def _tutorial_detect(model, locs, scores, min_score, max_overlap, top_k):
     """The tutorial's per-image, per-class loop (torchvision NMS), as the truth."""
-    from detops.ssd.model import SSD_WEIGHTS  # noqa: F401
-
     probs = torch.softmax(scores, dim=2)
     out = []
     for i in range(locs.size(0)):

@@ -75,8 +75,8 @@ def plot_loss(history, path: str) -> None:
 def add_arguments(p) -> None:
     p.add_argument("--out", default="detops_demo", help="directory for data, checkpoint, plots, TensorBoard")
     p.add_argument("--train-images", type=int, default=2000)
-    p.add_argument("--test-images", type=int, default=200)
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--test-images", type=int, default=300)
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--width", type=int, default=16)
