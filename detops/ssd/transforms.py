@@ -136,8 +136,10 @@ class SSDTransform:
         size: int = 300,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        photometric: bool = True,
     ) -> None:
         self.train = train
+        self.photometric = photometric
         self.size = int(size)
         self.mean = [float(m) for m in mean]
         self.std = [float(s) for s in std]
@@ -149,7 +151,10 @@ class SSDTransform:
         self._resize = v2.Resize((self.size, self.size), antialias=True)
 
     def __repr__(self) -> str:
-        return f"SSDTransform(train={self.train}, size={self.size}, mean={self.mean}, std={self.std})"
+        return (
+            f"SSDTransform(train={self.train}, size={self.size}, mean={self.mean}, std={self.std}, "
+            f"photometric={self.photometric})"
+        )
 
     def __call__(self, image: Tensor, boxes: Tensor, labels: Tensor, difficulties: Tensor):
         if image.ndim != 3 or image.shape[0] != 3:
@@ -167,7 +172,8 @@ class SSDTransform:
         keep = torch.arange(n)
 
         if self.train:
-            img = tv_tensors.wrap(photometric_distort(img.as_subclass(Tensor)), like=img)
+            if self.photometric:
+                img = tv_tensors.wrap(photometric_distort(img.as_subclass(Tensor)), like=img)
             img, bxs = self._zoom_out(img, bxs)
             crop = sample_iou_crop(bxs.as_subclass(Tensor), *img.shape[-2:]) if n > 0 else None
             if crop is not None:
@@ -193,6 +199,7 @@ def ssd_transforms(
     size: int = 300,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    photometric: bool = True,
 ) -> SSDTransform:
     """The SSD300 data pipeline for :class:`detops.ssd.voc.VOCDataset` (``transforms=``).
 
@@ -202,9 +209,10 @@ def ssd_transforms(
         size (int): output side; SSD300 uses 300.
         mean, std: per-channel normalisation of the ``[0, 1]`` image (ImageNet's by default); the zoom-out
             canvas is filled with ``mean``.
+        photometric (bool): include the photometric distortion in training (geometry-only when False).
 
     Returns:
         SSDTransform: ``(image uint8 [3, H, W], boxes [n, 4] absolute xyxy, labels [n], difficulties [n])``
         -> ``(image float32 [3, size, size], boxes [m, 4] fractional xyxy, labels [m], difficulties [m])``.
     """
-    return SSDTransform(train, size, mean, std)
+    return SSDTransform(train, size, mean, std, photometric)

@@ -25,10 +25,11 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane",
@@ -213,14 +214,13 @@ def load_image(path: str) -> Tensor:
     Raises:
         ValueError: naming ``path`` when the file cannot be read or decoded.
     """
+    # Pillow rather than torchvision.io, whose decoders are deprecated since torchvision 0.29.
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-        if not data:
-            raise RuntimeError("the file is empty")
-        image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-    except (RuntimeError, OSError, ValueError) as exc:
-        raise ValueError(f"{path}: corrupt or unreadable image ({exc})") from exc
+        with Image.open(path) as im:
+            array = np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as exc:  # UnidentifiedImageError and truncation are OSErrors
+        raise ValueError(f"{path}: corrupt or unreadable image ({type(exc).__name__}: {exc})") from exc
+    image = torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
     if image.ndim != 3 or image.shape[0] != 3 or image.shape[1] == 0 or image.shape[2] == 0:
         raise ValueError(f"{path}: corrupt image: decoded to shape {tuple(image.shape)}")
     return image
