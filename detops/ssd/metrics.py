@@ -1,4 +1,4 @@
-"""Pascal VOC mean average precision (mAP), vectorised, with the overlaps from :func:`detops.box_iou`.
+"""Pascal VOC mean average precision (mAP), vectorised, with the overlaps from :func:`detops.box_iou_aligned`.
 
 The definition is the VOC devkit's and the SSD tutorial's ``calculate_mAP`` (spelled out step by step in
 :mod:`detops.reference.voc_map`, which this module is tested against): per class, detections sorted by
@@ -54,8 +54,41 @@ def _check_lists(det_boxes, det_labels, det_scores, true_boxes, true_labels, tru
     return n
 
 
-def _cpu(t: Tensor, dtype: torch.dtype, shape: tuple[int, ...]) -> Tensor:
-    return t.detach().to(device="cpu", dtype=dtype).reshape(shape)
+def _cat(tensors: Sequence[Tensor], dtype: torch.dtype, width: int | None = None) -> tuple[Tensor, Tensor]:
+    """Concatenate per-image tensors on the CPU in ``dtype``; also each row's image index."""
+    shape = (0,) if width is None else (0, width)
+    if len(tensors) == 0:
+        return torch.empty(shape, dtype=dtype), torch.empty(0, dtype=torch.int64)
+    parts = [t.detach().reshape(shape[0] - 1, *shape[1:]) for t in tensors]
+    counts = torch.tensor([p.shape[0] for p in parts], dtype=torch.int64)
+    values = torch.cat([p.to(device="cpu", dtype=dtype) for p in parts])
+    return values, torch.repeat_interleave(torch.arange(len(parts)), counts)
+
+
+def _match(d_boxes, d_labels, d_image, g_boxes, g_labels, g_image, iou_threshold) -> tuple[Tensor, Tensor]:
+    """:func:`match_detections` on concatenated tensors (``*_image``: each row's image index)."""
+    n_det = d_boxes.shape[0]
+    if n_det == 0:
+        return torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.float64)
+    stride = int(max(int(d_labels.max()), int(g_labels.max()) if g_labels.numel() else 0)) + 1
+    d_key = d_image * stride + d_labels
+    g_key = g_image * stride + g_labels
+    g_order = torch.sort(g_key, stable=True).indices  # boxes grouped by (image, class), image order kept
+    g_sorted = g_key[g_order]
+    first = torch.searchsorted(g_sorted, d_key, side="left")
+    count = torch.searchsorted(g_sorted, d_key, side="right") - first
+    # Every (detection, box of the same image and class) pair.
+    pair_det = torch.repeat_interleave(torch.arange(n_det), count)
+    within = torch.arange(pair_det.numel()) - torch.repeat_interleave(count.cumsum(0) - count, count)
+    pair_gt = g_order[torch.repeat_interleave(first, count) + within]
+    iou = torch.nan_to_num(detops.box_iou_aligned(d_boxes[pair_det], g_boxes[pair_gt], "iou", 0.0), nan=0.0)
+    best = torch.full((n_det,), -1.0, dtype=torch.float64).scatter_reduce(0, pair_det, iou, reduce="amax")
+    at_best = iou == best[pair_det]
+    best_gt = torch.full((n_det,), g_boxes.shape[0], dtype=torch.int64).scatter_reduce(
+        0, pair_det[at_best], pair_gt[at_best], reduce="amin"
+    )
+    matched = torch.where(best > iou_threshold, best_gt, torch.full_like(best_gt, -1))
+    return matched, best
 
 
 def match_detections(
@@ -65,37 +98,21 @@ def match_detections(
     true_labels: Sequence[Tensor],
     iou_threshold: float = 0.5,
 ) -> tuple[Tensor, Tensor]:
-    """For every detection (all images concatenated), its best same-class ground-truth box.
+    """For every detection (all images concatenated), its best same-class ground-truth box in its image.
+
+    Vectorised over all images at once: every (detection, same-image same-class box) pair is listed with
+    sorted keys and ``searchsorted``, and their IoUs come from one :func:`detops.box_iou_aligned` call.
 
     Returns:
         (Tensor[D] int64, Tensor[D] float64): the index of the matched box in the concatenation of
-        ``true_boxes`` (-1 when the best same-class IoU is not above ``iou_threshold`` or there is no
-        same-class box) and that best IoU (-1 with no same-class box).
+        ``true_boxes`` (-1 when the best same-class IoU is not strictly above ``iou_threshold`` or the image
+        has no box of that class; the first such box on ties) and that best IoU (-1 with no same-class box).
     """
-    matched, best = [], []
-    offset = 0
-    for i in range(len(true_boxes)):
-        d = _cpu(det_boxes[i], torch.float64, (-1, 4))
-        g = _cpu(true_boxes[i], torch.float64, (-1, 4))
-        dl = _cpu(det_labels[i], torch.int64, (-1,))
-        gl = _cpu(true_labels[i], torch.int64, (-1,))
-        if d.shape[0] == 0:
-            offset += g.shape[0]
-            continue
-        if g.shape[0] == 0:
-            matched.append(torch.full((d.shape[0],), -1, dtype=torch.int64))
-            best.append(torch.full((d.shape[0],), -1.0, dtype=torch.float64))
-            continue
-        iou = torch.nan_to_num(detops.box_iou(d, g), nan=0.0)
-        iou = iou.masked_fill(dl[:, None] != gl[None, :], -1.0)
-        j = iou.argmax(dim=1)  # first maximum on ties, as the reference
-        top = iou.gather(1, j[:, None]).squeeze(1)
-        matched.append(torch.where(top > iou_threshold, j + offset, torch.full_like(j, -1)))
-        best.append(top)
-        offset += g.shape[0]
-    if not matched:
-        return torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.float64)
-    return torch.cat(matched), torch.cat(best)
+    d_boxes, d_image = _cat(det_boxes, torch.float64, 4)
+    g_boxes, g_image = _cat(true_boxes, torch.float64, 4)
+    d_labels, _ = _cat(det_labels, torch.int64)
+    g_labels, _ = _cat(true_labels, torch.int64)
+    return _match(d_boxes, d_labels, d_image, g_boxes, g_labels, g_image, iou_threshold)
 
 
 def _average_precision(is_tp: Tensor, n_positives: int, method: str) -> float:
@@ -154,46 +171,49 @@ def voc_map(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if n_classes < 2:
         raise ValueError(f"n_classes counts the background and must be at least 2, got {n_classes}")
-    n = _check_lists(det_boxes, det_labels, det_scores, true_boxes, true_labels, true_difficulties)
-
-    t_labels = torch.cat([_cpu(t, torch.int64, (-1,)) for t in true_labels]) if n else torch.empty(0, dtype=torch.int64)
-    t_difficult = (
-        torch.cat([_cpu(t, torch.bool, (-1,)) for t in true_difficulties]) if n else torch.empty(0, dtype=torch.bool)
-    )
+    _check_lists(det_boxes, det_labels, det_scores, true_boxes, true_labels, true_difficulties)
+    t_boxes, t_image = _cat(true_boxes, torch.float64, 4)
+    t_labels, _ = _cat(true_labels, torch.int64)
+    t_difficult, _ = _cat(true_difficulties, torch.bool)
+    d_boxes, d_image = _cat(det_boxes, torch.float64, 4)
+    d_labels, _ = _cat(det_labels, torch.int64)
+    d_scores, _ = _cat(det_scores, torch.float64)
     if t_labels.numel() and (int(t_labels.min()) < 1 or int(t_labels.max()) >= n_classes):
         raise ValueError(
             f"true_labels must be in 1 .. {n_classes - 1} (n_classes={n_classes} counts background), "
             f"got values in [{int(t_labels.min())}, {int(t_labels.max())}]"
         )
-    d_labels = torch.cat([_cpu(t, torch.int64, (-1,)) for t in det_labels]) if n else torch.empty(0, dtype=torch.int64)
-    d_scores = torch.cat([_cpu(t, torch.float64, (-1,)) for t in det_scores]) if n else torch.empty(0)
     if d_labels.numel() and (int(d_labels.min()) < 0 or int(d_labels.max()) >= n_classes):
         raise ValueError(
             f"det_labels must be in 0 .. {n_classes - 1}, got values in [{int(d_labels.min())}, {int(d_labels.max())}]"
         )
-    matched, _ = match_detections(det_boxes, det_labels, true_boxes, true_labels, iou_threshold)
+    matched, _ = _match(d_boxes, d_labels, d_image, t_boxes, t_labels, t_image, iou_threshold)
 
-    positives = torch.bincount(t_labels[~t_difficult], minlength=n_classes)
+    # Rank all detections at once: grouped by class, by descending score within a class (stable on ties).
+    order = torch.sort(d_scores, descending=True, stable=True).indices
+    order = order[torch.sort(d_labels[order], stable=True).indices]
+    labels, gt = d_labels[order], matched[order]
+    # Matches with difficult boxes are ignored: drop them from the ranking.
+    hit = gt >= 0
+    ignored = torch.zeros_like(hit)
+    ignored[hit] = t_difficult[gt[hit]]
+    labels, gt = labels[~ignored], gt[~ignored]
+    hit = gt >= 0
+    # A true positive is the first (highest-scored) detection matching its box; boxes are class-specific,
+    # so one pass over all classes works.
+    rank = torch.arange(gt.numel(), dtype=torch.int64)
+    first = torch.full((t_labels.numel(),), gt.numel(), dtype=torch.int64)
+    first.scatter_reduce_(0, gt[hit], rank[hit], reduce="amin")
+    is_tp = hit & (first[gt.clamp(min=0)] == rank)
+    bounds = torch.searchsorted(labels, torch.arange(n_classes + 1, dtype=torch.int64)).tolist()
+
+    positives = torch.bincount(t_labels[~t_difficult], minlength=n_classes).tolist()
     aps: dict[int, float] = {}
     for c in range(1, n_classes):
-        n_pos = int(positives[c])
-        if n_pos == 0:
+        if positives[c] == 0:
             aps[c] = math.nan
             continue
-        sel = torch.nonzero(d_labels == c).squeeze(1)
-        order = sel[torch.sort(d_scores[sel], descending=True, stable=True).indices]
-        gt = matched[order]
-        hit = gt >= 0
-        ignored = torch.zeros_like(hit)
-        ignored[hit] = t_difficult[gt[hit]]
-        gt = gt[~ignored]
-        hit = gt >= 0
-        # A true positive is the first (highest-scored) detection matching its box.
-        rank = torch.arange(gt.numel(), dtype=torch.int64)
-        first = torch.full((t_labels.numel(),), gt.numel(), dtype=torch.int64)
-        first.scatter_reduce_(0, gt[hit], rank[hit], reduce="amin")
-        is_tp = hit & (first[gt.clamp(min=0)] == rank)
-        aps[c] = _average_precision(is_tp, n_pos, method)
+        aps[c] = _average_precision(is_tp[bounds[c]:bounds[c + 1]], positives[c], method)
     valid = [ap for ap in aps.values() if not math.isnan(ap)]
     return (sum(valid) / len(valid) if valid else math.nan), aps
 
