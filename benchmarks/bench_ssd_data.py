@@ -45,7 +45,8 @@ def _ssd_like_case(n_images, dets_per_image, n_classes=21, seed=0):
         td = (torch.rand(n, generator=g) < 0.1).to(torch.uint8)
         pick = torch.randint(0, n, (dets_per_image,), generator=g)
         db = tb[pick] + 0.05 * torch.randn(dets_per_image, 4, generator=g)
-        dl = torch.where(torch.rand(dets_per_image, generator=g) < 0.7, tl[pick], torch.randint(1, n_classes, (dets_per_image,), generator=g))
+        wrong = torch.randint(1, n_classes, (dets_per_image,), generator=g)
+        dl = torch.where(torch.rand(dets_per_image, generator=g) < 0.7, tl[pick], wrong)
         ds = torch.rand(dets_per_image, generator=g)
         for store, value in zip(out, (db, dl, ds, tb, tl, td)):
             store.append(value)
@@ -100,7 +101,10 @@ def bench_transforms(root, n_items):
             tf(image, boxes, labels, diff)
 
     rows = [
-        ("geometry: zoom out, torchvision v2.RandomIoUCrop + SanitizeBoundingBoxes, flip, resize", _best_of(lambda: run(theirs), 2)),
+        (
+            "geometry: zoom out, torchvision v2.RandomIoUCrop + SanitizeBoundingBoxes, flip, resize",
+            _best_of(lambda: run(theirs), 2),
+        ),
         ("geometry: zoom out, detops sample_iou_crop + v2 crop, flip, resize", _best_of(lambda: run(ours), 2)),
         ("full training transform (with photometric distortion)", _best_of(lambda: run(full), 2)),
         ("evaluation transform (resize, normalise)", _best_of(lambda: run(evaluation), 2)),

@@ -10,7 +10,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from detops.ssd.synthetic import DEFAULT_CLASSES, SHAPES, generate_voc_dataset
-from detops.ssd.transforms import IMAGENET_MEAN, IMAGENET_STD, photometric_distort, rotate_hue, sample_iou_crop, ssd_transforms
+from detops.ssd.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    photometric_distort,
+    rotate_hue,
+    sample_iou_crop,
+    ssd_transforms,
+)
 from detops.ssd.voc import VOC_CLASSES, VOCDataset, collate_fn, parse_voc_annotation, write_voc_annotation
 
 N_TRAIN, N_TEST, SIZE = 24, 8, 160
@@ -48,12 +55,16 @@ def test_generator_is_deterministic(voc, tmp_path):
     for sub in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):
         names = sorted(os.listdir(os.path.join(root, sub)))
         assert names == sorted(os.listdir(tmp_path / "again" / sub))
-        match, mismatch, errors = filecmp.cmpfiles(os.path.join(root, sub), tmp_path / "again" / sub, names, shallow=False)
+        match, mismatch, errors = filecmp.cmpfiles(
+            os.path.join(root, sub), tmp_path / "again" / sub, names, shallow=False
+        )
         assert not mismatch and not errors and len(match) == len(names)
     other = generate_voc_dataset(str(tmp_path / "other"), n_train=4, n_test=0, image_size=SIZE, seed=8)
     assert other["splits"]["train"] == info["splits"]["train"][:4]
     differ = [
-        not filecmp.cmp(os.path.join(root, "JPEGImages", f"{i}.jpg"), tmp_path / "other" / "JPEGImages" / f"{i}.jpg", shallow=False)
+        not filecmp.cmp(
+            os.path.join(root, "JPEGImages", f"{i}.jpg"), tmp_path / "other" / "JPEGImages" / f"{i}.jpg", shallow=False
+        )
         for i in other["splits"]["train"]
     ]
     assert all(differ)
@@ -162,8 +173,9 @@ def test_reader_class_choice(voc, tmp_path):
     os.makedirs(tmp_path / "JPEGImages")
     os.makedirs(tmp_path / "ImageSets" / "Main")
     shutil.copy(os.path.join(root, "JPEGImages", "000001.jpg"), tmp_path / "JPEGImages" / "a.jpg")
-    write_voc_annotation(str(tmp_path / "Annotations" / "a.xml"), "a.jpg", (SIZE, SIZE), [{"name": "zebra", "bbox": (1, 1, 10, 10)}])
-    write_voc_annotation(str(tmp_path / "Annotations" / "b.xml"), "a.jpg", (SIZE, SIZE), [{"name": "ant", "bbox": (1, 1, 10, 10)}])
+    for name, cls in (("a", "zebra"), ("b", "ant")):
+        objects = [{"name": cls, "bbox": (1, 1, 10, 10)}]
+        write_voc_annotation(str(tmp_path / "Annotations" / f"{name}.xml"), "a.jpg", (SIZE, SIZE), objects)
     (tmp_path / "ImageSets" / "Main" / "one.txt").write_text("a\n")
     assert VOCDataset(str(tmp_path), "one").classes == ["ant", "zebra"]
     # VOC names -> the 20 VOC classes in the devkit order.
@@ -264,8 +276,9 @@ def _channel_masks(n_boxes, size, seed):
     """A black image whose channel k is 1 inside box k; boxes are random integer boxes."""
     g = torch.Generator().manual_seed(seed)
     height, width = size
-    xy = torch.stack([torch.randint(0, width - 8, (n_boxes,), generator=g), torch.randint(0, height - 8, (n_boxes,), generator=g)], 1)
-    wh = torch.stack([torch.randint(6, width // 2, (n_boxes,), generator=g), torch.randint(6, height // 2, (n_boxes,), generator=g)], 1)
+    x, y = torch.randint(0, width - 8, (n_boxes,), generator=g), torch.randint(0, height - 8, (n_boxes,), generator=g)
+    w, h = torch.randint(6, width // 2, (n_boxes,), generator=g), torch.randint(6, height // 2, (n_boxes,), generator=g)
+    xy, wh = torch.stack([x, y], 1), torch.stack([w, h], 1)
     boxes = torch.cat([xy, torch.minimum(xy + wh, torch.tensor([width, height]))], 1).float()
     image = torch.zeros(3, height, width, dtype=torch.uint8)
     for k, (x1, y1, x2, y2) in enumerate(boxes.long().tolist()):
@@ -316,14 +329,17 @@ def test_train_transform_draws_every_augmentation():
 def test_eval_transform_is_resize_and_normalise():
     image, boxes = _channel_masks(3, (90, 130), 3)
     transform = ssd_transforms(False, size=50)
-    out, frac, labels, diff = transform(image, boxes, torch.tensor([3, 1, 2]), torch.tensor([1, 0, 0], dtype=torch.uint8))
+    labels, diff = torch.tensor([3, 1, 2]), torch.tensor([1, 0, 0], dtype=torch.uint8)
+    out, frac, labels, diff = transform(image, boxes, labels, diff)
     torch.testing.assert_close(frac, boxes / torch.tensor([130, 90, 130, 90]))
     assert labels.tolist() == [3, 1, 2] and diff.tolist() == [1, 0, 0]
-    expected = torch.nn.functional.interpolate(image[None].float() / 255, size=(50, 50), mode="bilinear", antialias=True)[0]
+    expected = torch.nn.functional.interpolate(
+        image[None].float() / 255, size=(50, 50), mode="bilinear", antialias=True
+    )[0]
     expected = (expected - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
     torch.testing.assert_close(out, expected, atol=2e-2, rtol=0)
     # Float input is accepted too.
-    out_f, frac_f, _, _ = transform(image.float() / 255, boxes, torch.tensor([3, 1, 2]), torch.zeros(3, dtype=torch.uint8))
+    out_f, _, _, _ = transform(image.float() / 255, boxes, torch.tensor([3, 1, 2]), torch.zeros(3, dtype=torch.uint8))
     torch.testing.assert_close(out_f, out, atol=2e-2, rtol=0)
 
 

@@ -183,7 +183,8 @@ def test_accumulator_equals_one_call():
 
 
 def test_ap_table():
-    table = format_ap_table(["circle", "square"], {"AP 11-pt": {1: 0.5, 2: math.nan}, "AP area": {1: 0.25, 2: math.nan}})
+    aps = {"AP 11-pt": {1: 0.5, 2: math.nan}, "AP area": {1: 0.25, 2: math.nan}}
+    table = format_ap_table(["circle", "square"], aps)
     lines = table.splitlines()
     assert len(lines) == 4 and "circle" in lines[1] and "0.5000" in lines[1] and "-" in lines[2]
     assert lines[3].startswith("mAP") and "0.2500" in lines[3]

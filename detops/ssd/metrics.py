@@ -129,7 +129,8 @@ def _average_precision(is_tp: Tensor, n_positives: int, method: str) -> float:
         targets = torch.arange(11, dtype=torch.int64) * n_positives
         first = torch.searchsorted(10 * cum_tp, targets, side="left")
         reached = first < is_tp.numel()
-        values = torch.where(reached, envelope[first.clamp(max=is_tp.numel() - 1)], torch.zeros(11, dtype=torch.float64))
+        best = envelope[first.clamp(max=is_tp.numel() - 1)]
+        values = torch.where(reached, best, torch.zeros(11, dtype=torch.float64))
         return float(values.sum() / 11)
     recall = cum_tp.double() / n_positives
     steps = torch.diff(recall, prepend=recall.new_zeros(1))

@@ -1,11 +1,19 @@
 """The SSD data augmentation (Liu et al. 2016, section 2.2) on ``torchvision.transforms.v2``.
 
-Training, in the tutorial's order: photometric distortion (brightness, contrast, saturation, hue, each with
-probability 0.5, in random order), zoom out (expand the canvas 1-4x, probability 0.5, filled with the
-normalisation mean), IoU crop (the SSD sampler: minimum IoU with some box 0, 0.1, 0.3, 0.5, 0.7, 0.9 or no
-crop; scale 0.3-1, aspect 0.5-2; boxes whose centres leave the crop are dropped with their labels and
-difficulties; :func:`sample_iou_crop` draws it with one :func:`detops.box_iou` call, about 10x faster than
-``v2.RandomIoUCrop``'s trial loop, and ``v2.functional.crop`` applies it), horizontal flip (0.5), resize to ``size x size``, boxes made fractional, normalise.
+Training, in the tutorial's order:
+
+1. photometric distortion: brightness, contrast, saturation, hue, each with probability 0.5, in random order
+   (the hue turn is a YIQ chroma rotation, :func:`rotate_hue`, ~20x cheaper than an HSV round trip);
+2. zoom out: expand the canvas 1-4x with probability 0.5, filled with the normalisation mean
+   (``v2.RandomZoomOut``);
+3. IoU crop, the SSD sampler: minimum IoU with some box 0, 0.1, 0.3, 0.5, 0.7, 0.9 or no crop; sides 0.3-1 of
+   the image's, aspect 0.5-2; boxes whose centres leave the crop are dropped with their labels and
+   difficulties. :func:`sample_iou_crop` draws it with one :func:`detops.box_iou` call per option, not
+   ``v2.RandomIoUCrop``'s trial-by-trial loop (the geometric pipeline runs ~3x faster, see
+   benchmarks/bench_ssd_data.py), and ``v2.functional.crop`` applies it;
+4. horizontal flip with probability 0.5 (``v2.RandomHorizontalFlip``);
+5. resize to ``size x size`` (``v2.Resize``), boxes made fractional, normalise.
+
 Evaluation: resize, fractional boxes, normalise.
 
 Boxes travel as ``tv_tensors.BoundingBoxes`` (xyxy) beside a ``tv_tensors.Image``, so every geometric step
@@ -78,7 +86,9 @@ def photometric_distort(image: Tensor, p: float = 0.5) -> Tensor:
     return image
 
 
-def sample_iou_crop(boxes: Tensor, height: int, width: int, trials: int = 50) -> tuple[int, int, int, int, Tensor] | None:
+def sample_iou_crop(
+    boxes: Tensor, height: int, width: int, trials: int = 50
+) -> tuple[int, int, int, int, Tensor] | None:
     """Draw an SSD crop (the tutorial's ``random_crop`` sampler), all trials of one option at once.
 
     An option is drawn uniformly from minimum IoUs 0, 0.1, 0.3, 0.5, 0.7, 0.9 and "no crop". For an IoU
@@ -110,9 +120,8 @@ def sample_iou_crop(boxes: Tensor, height: int, width: int, trials: int = 50) ->
         top = (torch.rand(trials) * (height - crop_h + 1).float()).long()
         crops = torch.stack([left, top, left + crop_w, top + crop_h], dim=1).float()
         iou = torch.nan_to_num(detops.box_iou(crops, boxes), nan=0.0)  # [trials, n]
-        inside = (
-            (cx[None] > crops[:, 0:1]) & (cx[None] < crops[:, 2:3]) & (cy[None] > crops[:, 1:2]) & (cy[None] < crops[:, 3:4])
-        )
+        inside = (cx[None] > crops[:, 0:1]) & (cx[None] < crops[:, 2:3])
+        inside &= (cy[None] > crops[:, 1:2]) & (cy[None] < crops[:, 3:4])
         ok = (ratio >= 0.5) & (ratio <= 2.0) & (iou.amax(dim=1) >= option) & inside.any(dim=1)
         hits = torch.nonzero(ok)
         if hits.numel():
@@ -164,7 +173,8 @@ class SSDTransform:
         n = boxes.shape[0]
         if labels.shape != (n,) or difficulties.shape != (n,):
             raise ValueError(
-                f"labels and difficulties must have shape [{n}], got {list(labels.shape)} and {list(difficulties.shape)}"
+                f"labels and difficulties must have shape [{n}], got {list(labels.shape)} and "
+                f"{list(difficulties.shape)}"
             )
         height, width = image.shape[-2:]
         img = tv_tensors.Image(F.to_dtype(image, torch.float32, scale=True))
