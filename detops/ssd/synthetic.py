@@ -89,33 +89,34 @@ def _draw_mask(shape: str, box: tuple[float, float, float, float], size: tuple[i
     return np.asarray(canvas) > 127, (x_lo, y_lo)
 
 
+def _muted(colour: np.ndarray) -> np.ndarray:
+    """Halfway to grey (the last axis is RGB), so the shapes stand out from the background."""
+    return 0.5 * colour + 0.5 * colour.mean(axis=-1, keepdims=True)
+
+
 def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     """A muted textured background, float32 [H, W, 3] in 0..255."""
     kind = int(rng.integers(3))
     base = rng.uniform(60, 190, size=3)
     if kind == 0:  # smooth colour noise
         gh, gw = (int(v) for v in rng.integers(2, 7, size=2))
-        grid = rng.uniform(-60, 60, size=(gh, gw, 3)) * 0.6 + base
+        grid = _muted(rng.uniform(-60, 60, size=(gh, gw, 3)) * 0.6 + base)
         img = Image.fromarray(np.clip(grid, 0, 255).astype(np.uint8)).resize((width, height), Image.BICUBIC)
-        bg = np.asarray(img, dtype=np.float32)
-    else:
-        yy = np.arange(height, dtype=np.float32)[:, None]
-        xx = np.arange(width, dtype=np.float32)[None, :]
-        other = np.clip(base + rng.uniform(-45, 45, size=3), 0, 255)
-        if kind == 1:  # stripes at a random angle and period
-            ang = rng.uniform(0, math.pi)
-            k = np.float32(2 * math.pi / rng.uniform(6, 40))
-            wave = 0.5 + 0.5 * np.sin(xx * (k * np.float32(math.cos(ang))) + yy * (k * np.float32(math.sin(ang))))
-        else:  # checkerboard
-            cell = int(rng.integers(8, 50))
-            wave = ((xx // cell + yy // cell) % 2).astype(np.float32)
-        base32, other32 = base.astype(np.float32), other.astype(np.float32)
-        bg = base32 + wave[..., None] * (other32 - base32)
-    bg = bg.astype(np.float32, copy=False)
-    gray = (bg[..., 0] + bg[..., 1] + bg[..., 2])[..., None] * np.float32(0.5 / 3)
-    out = bg * np.float32(0.5)  # desaturate so the shapes stand out
-    out += gray
-    return out  # desaturate so the shapes stand out
+        return np.asarray(img, dtype=np.float32)
+    yy = np.arange(height, dtype=np.float32)[:, None]
+    xx = np.arange(width, dtype=np.float32)[None, :]
+    other = np.clip(base + rng.uniform(-45, 45, size=3), 0, 255)
+    if kind == 1:  # stripes at a random angle and period
+        ang = rng.uniform(0, math.pi)
+        k = np.float32(2 * math.pi / rng.uniform(6, 40))
+        wave = np.float32(0.5) + np.float32(0.5) * np.sin(
+            xx * (k * np.float32(math.cos(ang))) + yy * (k * np.float32(math.sin(ang)))
+        )
+    else:  # checkerboard
+        cell = int(rng.integers(8, 50))
+        wave = ((xx // cell + yy // cell) % 2).astype(np.float32)
+    base32, other32 = _muted(base).astype(np.float32), _muted(other).astype(np.float32)
+    return base32 + wave[..., None] * (other32 - base32)
 
 
 def _object_colour(rng: np.random.Generator, class_index: int, n_classes: int) -> tuple[int, int, int]:

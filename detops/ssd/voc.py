@@ -251,6 +251,7 @@ class VOCDataset(Dataset):
         classes (list[str]): the class names, background not included.
         n_classes (int): ``len(classes) + 1`` (background is label 0).
         ids (list[str]): the image ids, in split-file order (corrupt ones left out with ``skip_corrupt``).
+        image_paths (list[str]): the image file of each id.
         skipped (list[str]): paths left out at construction with ``skip_corrupt=True``.
 
     ``dataset[i]`` returns ``(image [3, H, W] float32, boxes [n, 4] float32 fractional xyxy, labels [n] int64,
@@ -280,8 +281,11 @@ class VOCDataset(Dataset):
             try:
                 ann = parse_voc_annotation(xml_path)
                 image_path = os.path.join(root, "JPEGImages", ann.filename)
-                if not os.path.isfile(image_path):
-                    raise ValueError(f"{image_path}: image file named by {xml_path} does not exist")
+                if not os.path.isfile(image_path):  # some VOC-format sets name the image by id only
+                    fallback = os.path.join(root, "JPEGImages", f"{image_id}.jpg")
+                    if not os.path.isfile(fallback):
+                        raise ValueError(f"{image_path}: image file named by {xml_path} does not exist")
+                    ann.filename = f"{image_id}.jpg"
             except ValueError as exc:
                 if not skip_corrupt:
                     raise
