@@ -32,6 +32,8 @@ SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "star", "rin
 """Shape classes the generator can draw."""
 
 DEFAULT_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
+"""The classes :func:`generate_voc_dataset` draws by default (label ids follow the reader's ``classes``)."""
+SYNTHETIC_CLASSES = DEFAULT_CLASSES
 
 _TINY_DIFFICULT_PX = 12
 _MIN_VISIBLE_FRACTION = 0.4
