@@ -330,3 +330,18 @@ def test_cuda_opcheck_and_grad(gen):
     b = random_boxes(5, generator=gen, dtype=torch.float64).cuda()
     torch.library.opcheck(torch.ops.detops.box_iou.default, (a, b, "ciou", 1e-7))
     assert torch.autograd.gradcheck(lambda x: detops.box_overlap(x, b, "giou"), (a,))
+
+
+@pytest.mark.slow
+def test_output_past_int32_indexing():
+    # 46341^2 > 2^31 outputs (8.6 GB of float32): entries past the int32 range must land where they belong.
+    n = 46341
+    a = torch.zeros(n, 4)
+    a[:, 2:] = 1.0
+    a[-1] = torch.tensor([0.0, 0.0, 2.0, 2.0])  # the last row: IoU 0.25 against the unit boxes
+    b = a.clone()
+    out = detops.box_iou(a, b)
+    assert out.shape == (n, n) and out.numel() >= 2**31
+    assert out[-1, 0].item() == 0.25 and out[-1, -1].item() == 1.0 and out[-2, -1].item() == 0.25
+    assert out[-2, -2].item() == 1.0 and out[n // 2, 7].item() == 1.0
+    del out
