@@ -73,18 +73,26 @@ DETOPS_HD T center_distance2(const Box<T>& a, const Box<T>& b) {
   return dx * dx + dy * dy;
 }
 
-// CIoU's aspect-ratio term v = 4/pi^2 (atan(w_b/h_b) - atan(w_a/h_a))^2.
+// The angle atan(w / h) of a box's aspect ratio; CIoU compares the two boxes' angles.
 template <typename T>
-DETOPS_HD T aspect_penalty(const Box<T>& a, const Box<T>& b) {
-  const T d = atan((b.x2 - b.x1) / (b.y2 - b.y1)) - atan((a.x2 - a.x1) / (a.y2 - a.y1));
+DETOPS_HD T aspect_angle(const Box<T>& b) {
+  return atan((b.x2 - b.x1) / (b.y2 - b.y1));
+}
+
+// CIoU's aspect-ratio term v = 4/pi^2 (angle_a - angle_b)^2.
+template <typename T>
+DETOPS_HD T aspect_penalty(T angle_a, T angle_b) {
+  const T d = angle_b - angle_a;
   return T(0.40528473456935108577551785283891) * d * d;  // 4 / pi^2
 }
 
 // One entry of a pairwise overlap matrix, as torchvision's box_iou / generalized_box_iou /
 // distance_box_iou / complete_box_iou compute it (eps only where torchvision adds it), plus IoF
-// (intersection over the area of a, as mmcv's bbox_overlaps(mode="iof")).
+// (intersection over the area of a, as mmcv's bbox_overlaps(mode="iof")). Per-box values (area, and the
+// aspect angle, which only CIoU reads) come precomputed: a matrix needs them once per box, not per pair.
 template <typename T>
-DETOPS_HD T pairwise_overlap(IouMode mode, const Box<T>& a, const Box<T>& b, T area_a, T area_b, T eps) {
+DETOPS_HD T pairwise_overlap(IouMode mode, const Box<T>& a, const Box<T>& b, T area_a, T area_b, T angle_a,
+                             T angle_b, T eps) {
   const T inter = intersection(a, b);
   if (mode == IouMode::IoF) return inter / area_a;
   const T uni = area_a + area_b - inter;
@@ -98,7 +106,7 @@ DETOPS_HD T pairwise_overlap(IouMode mode, const Box<T>& a, const Box<T>& b, T a
   }
   const T diou = iou_v - center_distance2(a, b) / (cw * cw + ch * ch + eps);
   if (mode == IouMode::DIoU) return diou;
-  const T v = aspect_penalty(a, b);
+  const T v = aspect_penalty(angle_a, angle_b);
   const T alpha = v / (T(1) - iou_v + v + eps);
   return diou - alpha * v;
 }
@@ -122,7 +130,7 @@ DETOPS_HD T aligned_overlap(IouMode mode, const Box<T>& a, const Box<T>& b, T ep
   }
   const T diou = iou_v - center_distance2(a, b) / (cw * cw + ch * ch + eps);
   if (mode == IouMode::DIoU) return diou;
-  const T v = aspect_penalty(a, b);
+  const T v = aspect_penalty(aspect_angle(a), aspect_angle(b));
   const T alpha = v / (T(1) - iou_v + v + eps);
   return diou - alpha * v;
 }

@@ -12,19 +12,20 @@
 namespace detops {
 namespace {
 
-// Rows of a against all of b for one batch entry. b is given column-wise (x1, y1, x2, y2, area as five
-// arrays) so the inner loop has no gathers and the compiler vectorises it.
+// Rows of a against all of b for one batch entry. b is given column-wise (x1, y1, x2, y2, area, aspect
+// angle as six arrays) so the inner loop has no gathers and the compiler vectorises it.
 template <typename T, IouMode kMode>
 void pairwise_rows(const T* a, const T* const* bcol, T* out, int64_t row_begin, int64_t row_end, int64_t m,
                    T eps) {
-  const T *bx1 = bcol[0], *by1 = bcol[1], *bx2 = bcol[2], *by2 = bcol[3], *barea = bcol[4];
+  const T *bx1 = bcol[0], *by1 = bcol[1], *bx2 = bcol[2], *by2 = bcol[3], *barea = bcol[4], *bangle = bcol[5];
   for (int64_t i = row_begin; i < row_end; ++i) {
     const Box<T> ai = load_box(a + 4 * i);
     const T area_a = area(ai);
+    const T angle_a = kMode == IouMode::CIoU ? aspect_angle(ai) : T(0);
     T* row = out + i * m;
     for (int64_t j = 0; j < m; ++j) {
       const Box<T> bj{bx1[j], by1[j], bx2[j], by2[j]};
-      row[j] = pairwise_overlap(kMode, ai, bj, area_a, barea[j], eps);
+      row[j] = pairwise_overlap(kMode, ai, bj, area_a, barea[j], angle_a, bangle[j], eps);
     }
   }
 }
@@ -38,14 +39,15 @@ void pairwise_all(PairwiseProblem& p) {
   const T eps = static_cast<T>(p.eps);
   // b's columns for each distinct b batch entry (one when b is shared by the whole batch).
   const int64_t b_entries = p.b_batch_stride == 0 ? 1 : batch;
-  std::vector<T> cols(static_cast<size_t>(b_entries * 5 * m));
+  std::vector<T> cols(static_cast<size_t>(b_entries * 6 * m));
   at::parallel_for(0, b_entries, 1, [&](int64_t begin, int64_t end) {
     for (int64_t e = begin; e < end; ++e) {
       const T* be = b + e * p.b_batch_stride;
-      T* c = cols.data() + e * 5 * m;
+      T* c = cols.data() + e * 6 * m;
       for (int64_t j = 0; j < m; ++j) {
         const Box<T> bj = load_box(be + 4 * j);
         c[j] = bj.x1, c[m + j] = bj.y1, c[2 * m + j] = bj.x2, c[3 * m + j] = bj.y2, c[4 * m + j] = area(bj);
+        c[5 * m + j] = kMode == IouMode::CIoU ? aspect_angle(bj) : T(0);
       }
     }
   });
@@ -56,8 +58,8 @@ void pairwise_all(PairwiseProblem& p) {
     while (begin < end) {
       const int64_t e = begin / n, r0 = begin % n;
       const int64_t r1 = std::min(n, r0 + (end - begin));
-      const T* ce = cols.data() + (p.b_batch_stride == 0 ? 0 : e) * 5 * m;
-      const T* bcol[5] = {ce, ce + m, ce + 2 * m, ce + 3 * m, ce + 4 * m};
+      const T* ce = cols.data() + (p.b_batch_stride == 0 ? 0 : e) * 6 * m;
+      const T* bcol[6] = {ce, ce + m, ce + 2 * m, ce + 3 * m, ce + 4 * m, ce + 5 * m};
       pairwise_rows<T, kMode>(a + e * p.a_batch_stride, bcol, out + e * n * m, r0, r1, m, eps);
       begin += r1 - r0;
     }
@@ -83,18 +85,28 @@ at::Tensor box_iou_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::
   return finish_pairwise(p);
 }
 
+template <typename T, IouMode kMode>
+void aligned_all(AlignedProblem& p) {
+  const T* a = p.a.data_ptr<T>();
+  const T* b = p.b.data_ptr<T>();
+  T* out = p.out.data_ptr<T>();
+  const T eps = static_cast<T>(p.eps);
+  at::parallel_for(0, p.count, 16384, [=](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) out[i] = aligned_overlap(kMode, load_box(a + 4 * i), load_box(b + 4 * i), eps);
+  });
+}
+
 at::Tensor box_iou_aligned_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode,
                                double eps) {
   AlignedProblem p = prepare_aligned(boxes1, boxes2, mode, eps);
   AT_DISPATCH_FLOATING_TYPES(p.a.scalar_type(), "box_iou_aligned_cpu", [&] {
-    const scalar_t* a = p.a.data_ptr<scalar_t>();
-    const scalar_t* b = p.b.data_ptr<scalar_t>();
-    scalar_t* out = p.out.data_ptr<scalar_t>();
-    const auto eps_t = static_cast<scalar_t>(p.eps);
-    at::parallel_for(0, p.count, 4096, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i)
-        out[i] = aligned_overlap(p.mode, load_box(a + 4 * i), load_box(b + 4 * i), eps_t);
-    });
+    switch (p.mode) {
+      case IouMode::IoU: return aligned_all<scalar_t, IouMode::IoU>(p);
+      case IouMode::GIoU: return aligned_all<scalar_t, IouMode::GIoU>(p);
+      case IouMode::DIoU: return aligned_all<scalar_t, IouMode::DIoU>(p);
+      case IouMode::CIoU: return aligned_all<scalar_t, IouMode::CIoU>(p);
+      case IouMode::IoF: return aligned_all<scalar_t, IouMode::IoF>(p);
+    }
   });
   return finish_aligned(p);
 }

@@ -22,10 +22,12 @@ __global__ void pairwise_kernel(const T* __restrict__ a, const T* __restrict__ b
   for (int64_t e = blockIdx.z; e < batch; e += gridDim.z) {
     const Box<T> bj = load_box(b + e * b_bs + 4 * j);
     const T area_b = area(bj);
+    const T angle_b = kMode == IouMode::CIoU ? aspect_angle(bj) : T(0);
     for (int64_t i = static_cast<int64_t>(blockIdx.y) * kTileN + threadIdx.y; i < n;
          i += static_cast<int64_t>(gridDim.y) * kTileN) {
       const Box<T> ai = load_box(a + e * a_bs + 4 * i);  // the same address for the whole warp: a broadcast
-      out[(e * n + i) * m + j] = pairwise_overlap(kMode, ai, bj, area(ai), area_b, eps);
+      const T angle_a = kMode == IouMode::CIoU ? aspect_angle(ai) : T(0);
+      out[(e * n + i) * m + j] = pairwise_overlap(kMode, ai, bj, area(ai), area_b, angle_a, angle_b, eps);
     }
   }
 }

@@ -1,0 +1,18 @@
+import pytest
+import torch
+
+
+def pytest_collection_modifyitems(config, items):
+    # CUDA tests run where a GPU is visible (the device machine) and are skipped, visibly, everywhere else.
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def gen():
+    """A seeded generator: every test sees the same random boxes on every run."""
+    return torch.Generator().manual_seed(0)

@@ -1,0 +1,132 @@
+"""encode_boxes / decode_boxes against detops.reference.coding and torchvision's BoxCoder (SPEC "Box coding")."""
+
+import math
+
+import pytest
+import torch
+from torchvision.models.detection._utils import BoxCoder
+
+import detops
+from detops.reference import coding as ref
+from helpers import random_boxes
+
+WEIGHTS = [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0), (0.5, 2.0, 3.0, 0.25)]
+
+
+@pytest.mark.parametrize("weights", WEIGHTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matches_torchvision_box_coder(weights, dtype, gen):
+    gt, anchors = random_boxes(500, dtype=dtype, generator=gen), random_boxes(500, dtype=dtype, generator=gen)
+    coder = BoxCoder(weights)
+    deltas = detops.encode_boxes(gt, anchors, weights)
+    torch.testing.assert_close(deltas, coder.encode_single(gt, anchors), rtol=1e-6, atol=1e-6)
+    decoded = detops.decode_boxes(deltas, anchors, weights)
+    torch.testing.assert_close(decoded, coder.decode_single(deltas, anchors), rtol=1e-6, atol=1e-4)
+
+
+@pytest.mark.parametrize("weights", WEIGHTS)
+def test_matches_reference_and_round_trips(weights, gen):
+    gt = random_boxes(300, dtype=torch.float64, generator=gen, lead=(2,), offset=-40)
+    anchors = random_boxes(300, dtype=torch.float64, generator=gen, offset=-40)
+    deltas = detops.encode_boxes(gt, anchors, weights)
+    torch.testing.assert_close(deltas, ref.encode_boxes(gt, anchors, weights), rtol=1e-12, atol=1e-12)
+    back = detops.decode_boxes(deltas, anchors, weights, clamp=None)
+    torch.testing.assert_close(back, ref.decode_boxes(deltas, anchors, weights, None), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(back, gt, rtol=1e-9, atol=1e-9)
+
+
+def test_ssd_variances_are_weights_10_10_5_5(gen):
+    # The tutorial's cxcy_to_gcxgcy with variances (0.1, 0.2), on centre-size boxes.
+    gt = random_boxes(100, dtype=torch.float64, generator=gen, scale=1.0)
+    pri = random_boxes(100, dtype=torch.float64, generator=gen, scale=1.0)
+
+    def cxcy(b):
+        return torch.cat([(b[:, 2:] + b[:, :2]) / 2, b[:, 2:] - b[:, :2]], 1)
+
+    g, p = cxcy(gt), cxcy(pri)
+    tutorial = torch.cat([(g[:, :2] - p[:, :2]) / (p[:, 2:] / 10), torch.log(g[:, 2:] / p[:, 2:]) * 5], 1)
+    torch.testing.assert_close(detops.encode_boxes(gt, pri, (10, 10, 5, 5)), tutorial)
+
+
+def test_clamp(gen):
+    anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    deltas = torch.tensor([[0.0, 0.0, 100.0, -100.0]])
+    out = detops.decode_boxes(deltas, anchors)  # default clamp log(1000/16) from above only
+    w = 10 * math.exp(math.log(1000.0 / 16))
+    torch.testing.assert_close(out[0, 2] - out[0, 0], torch.tensor(w))
+    assert out[0, 3] - out[0, 1] < 1e-30  # dh = -100 is not clamped from below
+    assert torch.isinf(detops.decode_boxes(deltas, anchors, clamp=None)[0, 2])
+    assert torch.isnan(detops.decode_boxes(torch.full((1, 4), float("nan")), anchors)).all()
+
+
+def test_broadcast_and_shapes(gen):
+    anchors = random_boxes(50, generator=gen)
+    gt = random_boxes(50, generator=gen, lead=(3,))
+    out = detops.encode_boxes(gt, anchors, (10, 10, 5, 5))
+    assert out.shape == (3, 50, 4)
+    for i in range(3):
+        torch.testing.assert_close(out[i], detops.encode_boxes(gt[i], anchors, (10, 10, 5, 5)))
+    # anchors broadcast along a middle dimension need a copy; the result must be the same
+    mid = random_boxes(3, generator=gen)[:, None, :]
+    torch.testing.assert_close(detops.encode_boxes(gt, mid), ref.encode_boxes(gt, mid.expand_as(gt)))
+    assert detops.encode_boxes(torch.zeros(0, 4), torch.zeros(0, 4)).shape == (0, 4)
+    assert detops.decode_boxes(torch.zeros(2, 0, 4), torch.zeros(0, 4)).shape == (2, 0, 4)
+    nc = torch.cat([gt, gt], -1)[..., 4:]
+    torch.testing.assert_close(detops.encode_boxes(nc, anchors), detops.encode_boxes(gt, anchors))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_reduced_precision(dtype, gen):
+    gt, anchors = random_boxes(64, generator=gen).to(dtype), random_boxes(64, generator=gen).to(dtype)
+    out = detops.encode_boxes(gt, anchors, (10, 10, 5, 5))
+    assert out.dtype == dtype
+    expected = detops.encode_boxes(gt.float(), anchors.float(), (10, 10, 5, 5)).to(dtype)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+def test_gradcheck(gen):
+    gt = random_boxes(5, dtype=torch.float64, generator=gen).requires_grad_()
+    anchors = random_boxes(5, dtype=torch.float64, generator=gen).requires_grad_()
+    assert torch.autograd.gradcheck(lambda g, a: detops.encode_boxes(g, a, (10, 10, 5, 5)), (gt, anchors))
+    deltas = (torch.randn(5, 4, dtype=torch.float64, generator=gen) * 0.5).requires_grad_()
+    assert torch.autograd.gradcheck(lambda d, a: detops.decode_boxes(d, a, (10, 10, 5, 5)), (deltas, anchors))
+
+
+def test_bad_input():
+    with pytest.raises(RuntimeError, match=r"boxes must have shape \[\.\.\., 4\], got \[3, 3\]"):
+        detops.encode_boxes(torch.zeros(3, 3), torch.zeros(3, 4))
+    with pytest.raises(RuntimeError, match="floating-point"):
+        detops.encode_boxes(torch.zeros(3, 4, dtype=torch.int64), torch.zeros(3, 4, dtype=torch.int64))
+    with pytest.raises(RuntimeError, match="do not broadcast"):
+        detops.decode_boxes(torch.zeros(3, 4), torch.zeros(2, 4))
+    with pytest.raises(RuntimeError, match="weights must have 4 values"):
+        detops.encode_boxes(torch.zeros(3, 4), torch.zeros(3, 4), (1.0, 1.0))
+    with pytest.raises(RuntimeError, match="non-zero"):
+        detops.decode_boxes(torch.zeros(3, 4), torch.zeros(3, 4), (1.0, 0.0, 1.0, 1.0))
+
+
+def test_opcheck_and_compile(gen):
+    gt, anchors = random_boxes(20, generator=gen, lead=(2,)), random_boxes(20, generator=gen)
+    torch.library.opcheck(torch.ops.detops.encode_boxes.default, (gt, anchors, [10.0, 10.0, 5.0, 5.0]))
+    deltas = torch.randn(2, 20, 4, generator=gen) * 0.3
+    torch.library.opcheck(torch.ops.detops.decode_boxes.default, (deltas, anchors, [10.0, 10.0, 5.0, 5.0], 4.0))
+    torch.library.opcheck(torch.ops.detops.decode_boxes.default, (deltas, anchors, [1.0, 1.0, 1.0, 1.0], None))
+
+    def f(d, a):
+        return detops.decode_boxes(d, a, (10, 10, 5, 5)).sum(-1)
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(deltas, anchors), f(deltas, anchors))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_cuda_matches_cpu(dtype, gen):
+    gt = random_boxes(1000, generator=gen, lead=(3,)).to(dtype)
+    anchors = random_boxes(1000, generator=gen).to(dtype)
+    cpu = detops.encode_boxes(gt, anchors, (10, 10, 5, 5))
+    gpu = detops.encode_boxes(gt.cuda(), anchors.cuda(), (10, 10, 5, 5))
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-5, atol=1e-5)
+    cpu_d = detops.decode_boxes(cpu, anchors, (10, 10, 5, 5))
+    gpu_d = detops.decode_boxes(gpu, anchors.cuda(), (10, 10, 5, 5))
+    torch.testing.assert_close(gpu_d.cpu(), cpu_d, rtol=1e-5, atol=1e-3)
