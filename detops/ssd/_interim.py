@@ -1,19 +1,14 @@
-"""TEMPORARY plain-PyTorch stand-ins for pieces other branches deliver (priors, loss, NMS, data, metrics).
+"""TEMPORARY plain-PyTorch stand-ins for pieces other branches deliver (priors, loss, NMS).
 
 Imported only through detops/ssd/_deps.py. Delete once the real modules are merged.
 """
 
 import math
-import os
-import random
-import xml.etree.ElementTree as ET
 from itertools import product
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
-from PIL import Image, ImageDraw
 
 import detops
 
@@ -109,168 +104,3 @@ def multiclass_nms(boxes, scores, score_threshold=0.05, iou_threshold=0.5, max_d
         n = len(keep)
         out_b[i, :n], out_s[i, :n], out_l[i, :n], counts[i] = bx[keep], sc[keep], ci[keep], n
     return out_b, out_s, out_l, counts
-
-
-# ------------------------------------------------------------------------------------------------- data
-
-VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-               "tvmonitor")
-SYNTHETIC_CLASSES = ("circle", "square", "triangle", "cross")
-
-
-def generate_voc_dataset(root, n_train=200, n_test=50, image_size=160, seed=0, classes=SYNTHETIC_CLASSES):
-    rng = random.Random(seed)
-    for d in ("JPEGImages", "Annotations", "ImageSets/Main"):
-        os.makedirs(os.path.join(root, d), exist_ok=True)
-    ids = {"train": [], "test": []}
-    for split, n in (("train", n_train), ("test", n_test)):
-        for j in range(n):
-            iid = f"{split}_{j:05d}"
-            ids[split].append(iid)
-            bg = tuple(rng.randint(0, 255) for _ in range(3))
-            img = Image.new("RGB", (image_size, image_size), bg)
-            dr = ImageDraw.Draw(img)
-            objs = []
-            for _ in range(rng.randint(1, 4)):
-                c = rng.randrange(len(classes))
-                s = rng.randint(image_size // 8, image_size // 2)
-                x, y = rng.randint(0, image_size - s), rng.randint(0, image_size - s)
-                col = tuple(rng.randint(0, 255) for _ in range(3))
-                if classes[c] == "circle":
-                    dr.ellipse([x, y, x + s, y + s], fill=col)
-                elif classes[c] == "square":
-                    dr.rectangle([x, y, x + s, y + s], fill=col)
-                elif classes[c] == "triangle":
-                    dr.polygon([(x, y + s), (x + s, y + s), (x + s / 2, y)], fill=col)
-                else:
-                    t = s // 3
-                    dr.rectangle([x + t, y, x + s - t, y + s], fill=col)
-                    dr.rectangle([x, y + t, x + s, y + s - t], fill=col)
-                objs.append((classes[c], x, y, x + s, y + s))
-            img.save(os.path.join(root, "JPEGImages", iid + ".jpg"), quality=95)
-            a = ET.Element("annotation")
-            for name, x1, y1, x2, y2 in objs:
-                o = ET.SubElement(a, "object")
-                ET.SubElement(o, "name").text = name
-                ET.SubElement(o, "difficult").text = "0"
-                bb = ET.SubElement(o, "bndbox")
-                for k, v in zip(("xmin", "ymin", "xmax", "ymax"), (x1, y1, x2, y2)):
-                    ET.SubElement(bb, k).text = str(v)
-            ET.ElementTree(a).write(os.path.join(root, "Annotations", iid + ".xml"))
-    ids["trainval"] = ids["train"]
-    for split, lst in ids.items():
-        with open(os.path.join(root, "ImageSets/Main", split + ".txt"), "w") as f:
-            f.write("\n".join(lst) + "\n")
-    return root
-
-
-class VOCDataset(torch.utils.data.Dataset):
-    def __init__(self, root, split="train", transforms=None, keep_difficult=False, classes=VOC_CLASSES,
-                 skip_corrupt=True):
-        self.root, self.transforms, self.keep_difficult = root, transforms, keep_difficult
-        self.classes = tuple(classes)
-        with open(os.path.join(root, "ImageSets/Main", split + ".txt")) as f:
-            self.ids = [line.strip() for line in f if line.strip()]
-
-    def __len__(self):
-        return len(self.ids)
-
-    def __getitem__(self, i):
-        iid = self.ids[i]
-        image = torchvision.io.decode_image(os.path.join(self.root, "JPEGImages", iid + ".jpg"),
-                                            mode=torchvision.io.ImageReadMode.RGB)
-        boxes, labels, diff = [], [], []
-        for o in ET.parse(os.path.join(self.root, "Annotations", iid + ".xml")).getroot().iter("object"):
-            d = int(o.findtext("difficult", "0"))
-            if d and not self.keep_difficult:
-                continue
-            bb = o.find("bndbox")
-            boxes.append([float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")])
-            labels.append(self.classes.index(o.findtext("name").strip()) + 1)
-            diff.append(d)
-        boxes = torch.tensor(boxes, dtype=torch.float32).view(-1, 4)
-        labels = torch.tensor(labels, dtype=torch.int64)
-        diff = torch.tensor(diff, dtype=torch.uint8)
-        if self.transforms is not None:
-            return self.transforms(image, boxes, labels, diff)
-        h, w = image.shape[-2:]
-        return image.float() / 255, boxes / torch.tensor([w, h, w, h], dtype=torch.float32), labels, diff
-
-
-def collate_fn(batch):
-    images, boxes, labels, diffs = zip(*batch)
-    return torch.stack(images), list(boxes), list(labels), list(diffs)
-
-
-def ssd_transforms(train, size=300, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
-    def t(image, boxes, labels, difficulties):
-        h, w = image.shape[-2:]
-        if train and random.random() < 0.5:
-            image = image.flip(-1)
-            boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], dim=1)
-        x = F.interpolate(image[None].float() / 255, size=(size, size), mode="bilinear", align_corners=False)[0]
-        boxes = boxes / torch.tensor([w, h, w, h], dtype=torch.float32)
-        x = (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
-        return x, boxes, labels, difficulties
-
-    return t
-
-
-# ---------------------------------------------------------------------------------------------- metrics
-
-
-def voc_map(det_boxes, det_labels, det_scores, true_boxes, true_labels, true_difficulties, n_classes,
-            method="voc07"):
-    aps = {}
-    for c in range(1, n_classes):
-        gts = {}
-        n_gt = 0
-        for i, (tb, tl, td) in enumerate(zip(true_boxes, true_labels, true_difficulties)):
-            m = tl == c
-            gts[i] = (tb[m], td[m].bool(), torch.zeros(int(m.sum()), dtype=torch.bool))
-            n_gt += int((~td[m].bool()).sum())
-        dets = []
-        for i, (db, dl, ds) in enumerate(zip(det_boxes, det_labels, det_scores)):
-            m = dl == c
-            for b, s in zip(db[m], ds[m]):
-                dets.append((float(s), i, b))
-        dets.sort(key=lambda d: -d[0])
-        tp = np.zeros(len(dets))
-        fp = np.zeros(len(dets))
-        for k, (_, i, b) in enumerate(dets):
-            gb, gd, used = gts[i]
-            if len(gb) == 0:
-                fp[k] = 1
-                continue
-            ov, j = detops.box_iou(b[None].float(), gb.float())[0].max(0)
-            if ov.item() > 0.5:
-                if gd[j]:
-                    continue
-                if not used[j]:
-                    used[j] = True
-                    tp[k] = 1
-                else:
-                    fp[k] = 1
-            else:
-                fp[k] = 1
-        if n_gt == 0:
-            aps[c] = 0.0
-            continue
-        tp, fp = np.cumsum(tp), np.cumsum(fp)
-        rec = tp / n_gt
-        prec = tp / np.maximum(tp + fp, 1e-12)
-        if method == "voc07":
-            ap = 0.0
-            for t in np.arange(0, 1.1, 0.1):
-                p = prec[rec >= t].max() if (rec >= t).any() else 0.0
-                ap += p / 11
-        else:
-            mrec = np.concatenate([[0], rec, [1]])
-            mpre = np.concatenate([[0], prec, [0]])
-            for k in range(len(mpre) - 2, -1, -1):
-                mpre[k] = max(mpre[k], mpre[k + 1])
-            idx = np.where(mrec[1:] != mrec[:-1])[0]
-            ap = float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
-        aps[c] = float(ap)
-    return float(np.mean(list(aps.values()))) if aps else 0.0, aps
