@@ -193,3 +193,12 @@ def test_detect_batched_fixed_shape():
     for i in range(2):
         assert (l[i, : n[i]] >= 1).all() and (l[i, n[i]:] == -1).all()
         assert (s[i, : n[i]][:-1] >= s[i, : n[i]][1:]).all()
+
+
+def test_resnet_backbone_weights_from_file(tmp_path):
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    path = tmp_path / "resnet18.pth"
+    torch.save(state, path)
+    model = SSD300(3, backbone="resnet18", backbone_weights=str(path))
+    torch.testing.assert_close(model.base.stem[0].weight, state["conv1.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(model.base.layer4[1].conv2.weight, state["layer4.1.conv2.weight"], rtol=0, atol=0)

@@ -25,13 +25,14 @@ class CachedDataset(Dataset):
 
     def __init__(self, dataset: Dataset, size: int, augment: bool = False, mean=MEAN, std=STD):
         # The dataset gives [0, 1] images at their own size (transforms=None); resize and normalise once.
-        mean, std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+        # Stored as uint8 (2000 images at 160x160: 150 MB), normalised when served.
+        self.mean, self.std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
         self.items = []
         for i in range(len(dataset)):
             x, boxes, labels, diff = dataset[i]
             if x.shape[-2:] != (size, size):
                 x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False)[0]
-            self.items.append(((x - mean) / std, boxes, labels, diff))
+            self.items.append(((x * 255).round().clamp(0, 255).to(torch.uint8), boxes, labels, diff))
         self.augment = augment
 
     def __len__(self):
@@ -39,6 +40,7 @@ class CachedDataset(Dataset):
 
     def __getitem__(self, i):
         x, boxes, labels, diff = self.items[i]
+        x = (x.float() / 255 - self.mean) / self.std
         if self.augment:
             if torch.rand(()) < 0.5:
                 x = x.flip(-1)
