@@ -111,7 +111,7 @@ def bench_eval(backbone, batch, device, reps):
     # Realistic score statistics for a trained model: background dominant, a few confident priors.
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(batch, P, 21, generator=g) * 1.5
-    logits[:, :, 0] += 4.0
+    logits[:, :, 0] += 7.0
     hot = torch.rand(batch, P, generator=g) < 0.02
     logits[hot, torch.randint(1, 21, (int(hot.sum()),), generator=g)] += 8.0
     logits = logits.to(device)
