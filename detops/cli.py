@@ -50,17 +50,7 @@ def _build_parser():
 
 
 def _add_ssd_commands(sub):
-    """``detops train | eval | detect | demo``: the SSD (detops/ssd). Modules are imported when a command
-    runs, so ``detops info`` stays fast."""
-
-    def lazy(module, fn="run"):
-        def call(args):
-            import importlib
-
-            return getattr(importlib.import_module(f"detops.ssd.{module}"), fn)(args)
-
-        return call
-
+    """``detops train | eval | detect | demo``: the SSD (detops/ssd/train.py, evaluate.py, detect.py, demo.py)."""
     from detops.ssd import demo, detect, evaluate, train
 
     for name, module, help_ in (
@@ -71,7 +61,7 @@ def _add_ssd_commands(sub):
     ):
         p = sub.add_parser(name, help=help_)
         module.add_arguments(p)
-        p.set_defaults(func=lazy(module.__name__.rsplit(".", 1)[1]))
+        p.set_defaults(func=module.run)
 
 
 def main(argv=None):

@@ -202,3 +202,19 @@ def test_resnet_backbone_weights_from_file(tmp_path):
     model = SSD300(3, backbone="resnet18", backbone_weights=str(path))
     torch.testing.assert_close(model.base.stem[0].weight, state["conv1.weight"], rtol=0, atol=0)
     torch.testing.assert_close(model.base.layer4[1].conv2.weight, state["layer4.1.conv2.weight"], rtol=0, atol=0)
+
+
+def test_detect_objects_matches_reference_tutorial_detect_objects():
+    ref = pytest.importorskip("detops.reference.nms")
+    model = SSD300(4, backbone="tiny").eval()
+    torch.manual_seed(5)
+    locs = torch.randn(2, model.n_priors, 4) * 0.5
+    scores = torch.randn(2, model.n_priors, 4) * 2
+    got = model.detect_objects(locs, scores, min_score=0.6, max_overlap=0.45, top_k=40)
+    want = ref.tutorial_detect_objects(model.priors_cxcy, locs, scores, min_score=0.6, max_overlap=0.45, top_k=40,
+                                       n_classes=4)
+    for i in range(2):
+        torch.testing.assert_close(got[2][i], want[2][i])
+        g = sorted(zip(got[2][i].tolist(), got[1][i].tolist()))
+        w = sorted(zip(want[2][i].tolist(), want[1][i].tolist()))
+        assert g == w
