@@ -155,7 +155,7 @@ class Trainer:
         if self.distributed and not dist.is_initialized():
             dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo", init_method="env://")
         self.is_main = self.env["rank"] == 0
-        torch.manual_seed(self.cfg.seed)
+        torch.manual_seed(self.cfg.seed + self.env["rank"])  # different augmentation per rank
         self.model = model.to(self.device)
         self.net = self.model
         if self.distributed:
