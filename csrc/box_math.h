@@ -145,6 +145,18 @@ DETOPS_HD void encode_box(const Box<T>& g, const Box<T>& a, CodingWeights w, T* 
   out[3] = T(w.wh) * log(gh / ah);
 }
 
+// The same deltas against an anchor given in center-size form (acx, acy, aw, ah), as SSD's priors are: the
+// tutorial's cxcy_to_gcxgcy(xy_to_cxcy(g), prior) with variances (0.1, 0.2) = weights (10, 10, 5, 5).
+template <typename T>
+DETOPS_HD void encode_box_center(const Box<T>& g, T acx, T acy, T aw, T ah, CodingWeights w, T* out) {
+  const T gw = g.x2 - g.x1, gh = g.y2 - g.y1;
+  const T gcx = g.x1 + T(0.5) * gw, gcy = g.y1 + T(0.5) * gh;
+  out[0] = T(w.wx) * (gcx - acx) / aw;
+  out[1] = T(w.wy) * (gcy - acy) / ah;
+  out[2] = T(w.ww) * log(gw / aw);
+  out[3] = T(w.wh) * log(gh / ah);
+}
+
 // dw and dh are clamped from above only (torchvision's bbox_xform_clip); clamp = +inf disables it.
 template <typename T>
 DETOPS_HD void decode_box(const T* d, const Box<T>& a, CodingWeights w, T clamp, T* out) {
