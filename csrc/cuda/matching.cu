@@ -63,7 +63,8 @@ __global__ void __launch_bounds__(kMatchThreads)
   const T* gt_b = gt + 4 * b * G;
   const int64_t nblk = gridDim.x;
   for (int64_t base = 0; base < n_obj; base += kMatchThreads) {
-    const int tile = static_cast<int>(min<int64_t>(kMatchThreads, n_obj - base));
+    const int64_t rest = n_obj - base;
+    const int tile = rest < kMatchThreads ? static_cast<int>(rest) : kMatchThreads;
     __syncthreads();
     if (tid < tile) {
       s_box[tid] = load_box(gt_b + 4 * (base + tid));

@@ -91,7 +91,7 @@ class MultiBoxLoss(nn.Module):
         if priors.device != predicted_locs.device:
             priors = priors.to(predicted_locs.device)
         gt_boxes, gt_labels, counts = pack_targets(boxes, labels, counts, device=predicted_locs.device)
-        if gt_labels.device.type == "cpu" and gt_labels.numel() > 0:
+        if gt_labels.device.type == "cpu" and gt_labels.numel() > 0 and not torch.compiler.is_compiling():
             valid = torch.arange(gt_labels.size(1)).unsqueeze(0) < counts.unsqueeze(1)
             bad = valid & ((gt_labels < 0) | (gt_labels >= C))
             if bool(bad.any()):
