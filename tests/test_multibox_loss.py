@@ -155,3 +155,21 @@ def test_cuda_equals_cpu_without_host_sync():
     torch.testing.assert_close(loss.cpu(), cpu, rtol=1e-5, atol=1e-6)
     for a, b in zip(g, g_cpu):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("loc_loss", ["l1", "smooth_l1"])
+def test_masked_path_equals_indexed_path(loc_loss):
+    # The CPU uses the indexed path; CUDA and torch.compile use the masked one. Same value and gradients.
+    gen = torch.Generator().manual_seed(10)
+    B, C = 3, 7
+    boxes, labels = random_targets(gen, [4, 0, 9], C)
+    locs, scores = predictions(gen, B, 8732, C)
+    crit = MultiBoxLoss(PRIORS, loc_loss=loc_loss)
+    masked = MultiBoxLoss(PRIORS, loc_loss=loc_loss)
+    masked._masked = True
+    a, b = crit(locs, scores, boxes, labels), masked(locs, scores, boxes, labels)
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=0)
+    for ga, gb in zip(torch.autograd.grad(a, (locs, scores)), torch.autograd.grad(b, (locs, scores))):
+        torch.testing.assert_close(ga, gb, rtol=1e-6, atol=1e-9)
+    empty = masked(locs, scores, [torch.zeros(0, 4)] * 3, [torch.zeros(0, dtype=torch.long)] * 3)
+    assert empty.item() == 0.0

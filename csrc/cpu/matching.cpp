@@ -19,10 +19,22 @@ namespace {
 // prior on ties) from IoUs computed on the fly; the forced matches are applied in object order (a later object
 // takes a shared best prior, as the tutorial's `object_for_each_prior[prior_for_each_object] = range(G)`);
 // then threshold and encode. The prior's overlap lives in targets[p][0] until it is encoded.
+// Per-thread scratch: the image's objects as structure-of-arrays (so the IoU loop over objects vectorises), each
+// object's best prior so far, and one prior's IoUs with every object.
+template <typename T>
+struct ImageScratch {
+  std::vector<T> x1, y1, x2, y2, area, best, ious;
+  std::vector<int64_t> best_prior;
+  void resize(int64_t n) {
+    for (auto* v : {&x1, &y1, &x2, &y2, &area, &best, &ious}) v->resize(n);
+    best_prior.resize(n);
+  }
+};
+
 template <typename T>
 void match_image(const T* gt, const int64_t* gt_labels, int64_t n_obj, const T* priors_xy, const T* priors_cxcy,
                  const T* prior_area, int64_t P, T threshold, CodingWeights w, int64_t* labels, int64_t* matched,
-                 T* targets, std::vector<T>& obj_best, std::vector<int64_t>& obj_prior, std::vector<T>& obj_area) {
+                 T* targets, ImageScratch<T>& s) {
   if (n_obj == 0 || P == 0) {
     for (int64_t p = 0; p < P; ++p) {
       labels[p] = 0;
@@ -31,33 +43,43 @@ void match_image(const T* gt, const int64_t* gt_labels, int64_t n_obj, const T* 
     }
     return;
   }
-  obj_best.assign(n_obj, -std::numeric_limits<T>::infinity());
-  obj_prior.assign(n_obj, 0);
-  obj_area.resize(n_obj);
-  for (int64_t g = 0; g < n_obj; ++g) obj_area[g] = area(load_box(gt + 4 * g));
+  s.resize(n_obj);
+  for (int64_t g = 0; g < n_obj; ++g) {
+    const Box<T> b = load_box(gt + 4 * g);
+    s.x1[g] = b.x1;
+    s.y1[g] = b.y1;
+    s.x2[g] = b.x2;
+    s.y2[g] = b.y2;
+    s.area[g] = area(b);
+    s.best[g] = -std::numeric_limits<T>::infinity();
+    s.best_prior[g] = 0;
+  }
+  T* ious = s.ious.data();
   for (int64_t p = 0; p < P; ++p) {
     const Box<T> pb = load_box(priors_xy + 4 * p);
     const T pa = prior_area[p];
-    T best = -std::numeric_limits<T>::infinity();
+    // The tutorial's find_jaccard_overlap(boxes, priors): union = area(box) + area(prior) - inter.
+    for (int64_t g = 0; g < n_obj; ++g) ious[g] = iou(Box<T>{s.x1[g], s.y1[g], s.x2[g], s.y2[g]}, pb, s.area[g], pa);
+    T best = ious[0];
     int64_t best_g = 0;
-    for (int64_t g = 0; g < n_obj; ++g) {
-      // The tutorial's find_jaccard_overlap(boxes, priors): union = area(box) + area(prior) - inter.
-      const T v = iou(load_box(gt + 4 * g), pb, obj_area[g], pa);
-      if (v > best) {
-        best = v;
+    for (int64_t g = 1; g < n_obj; ++g) {
+      if (ious[g] > best) {
+        best = ious[g];
         best_g = g;
       }
-      if (v > obj_best[g]) {
-        obj_best[g] = v;
-        obj_prior[g] = p;
+    }
+    for (int64_t g = 0; g < n_obj; ++g) {
+      if (ious[g] > s.best[g]) {
+        s.best[g] = ious[g];
+        s.best_prior[g] = p;
       }
     }
     targets[4 * p] = best;
     matched[p] = best_g;
   }
   for (int64_t g = 0; g < n_obj; ++g) {
-    matched[obj_prior[g]] = g;
-    targets[4 * obj_prior[g]] = T(1);
+    matched[s.best_prior[g]] = g;
+    targets[4 * s.best_prior[g]] = T(1);
   }
   for (int64_t p = 0; p < P; ++p) {
     const T* pc = priors_cxcy + 4 * p;
@@ -95,11 +117,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> match_priors_cpu(const at::Tensor
     scalar_t* tgt = targets.data_ptr<scalar_t>();
     const auto thr = static_cast<scalar_t>(p.threshold);
     at::parallel_for(0, p.B, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> obj_best, obj_area;
-      std::vector<int64_t> obj_prior;
+      ImageScratch<scalar_t> scratch;
       for (int64_t b = begin; b < end; ++b)
         match_image<scalar_t>(gt + 4 * b * p.G, gl + b * p.G, cnt[b], pxy, pc, prior_area.data(), p.P, thr, p.weights,
-                              lab + b * p.P, mat + b * p.P, tgt + 4 * b * p.P, obj_best, obj_prior, obj_area);
+                              lab + b * p.P, mat + b * p.P, tgt + 4 * b * p.P, scratch);
     });
   });
   return {labels, matched, targets.to(p.out_dtype)};
