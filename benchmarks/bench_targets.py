@@ -3,7 +3,7 @@ against the SSD tutorial's per-image code and torchvision SSD's matcher / comput
 
     PYTHONPATH=. python benchmarks/bench_targets.py [--device cpu|cuda] [--batch 32] [--repeats 15]
 
-Prints a markdown table (times are medians) with the ratios baseline / detops, and the peak memory of matching.
+Prints a markdown table (times are the minimum over interleaved repetitions) with the ratios baseline / detops, and the peak memory of matching.
 On CUDA it also counts host synchronisations of detops' MultiBoxLoss forward + backward with
 torch.cuda.set_sync_debug_mode("warn").
 """
@@ -26,21 +26,25 @@ from detops.reference import matching as ref
 from detops.ssd import MultiBoxLoss, ssd300_prior_boxes
 
 
-def timeit(fn, repeats, device):
+def timeit(fns, repeats, device):
+    """Times of several functions, run interleaved (each repetition runs every function once) so they share
+    the machine's load; the minimum over repetitions (the least disturbed run) is reported."""
+
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    for _ in range(2):
+    for fn in fns:
         fn()
     sync()
-    times = []
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for t, fn in zip(times, fns):
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            t.append(time.perf_counter() - t0)
+    return [min(t) for t in times]
 
 
 def make_batch(B, max_objects, gen, device):
@@ -81,12 +85,11 @@ def cpu_peak_bytes(fn):
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         out = fn()
-    events = sorted(
-        (e for e in prof.events() if e.name == "[memory]"), key=lambda e: e.time_range.start
-    )
+    # Allocations are counted on the op that made them (its self memory), frees on "[memory]" events.
+    events = sorted(prof.events(), key=lambda e: e.time_range.start)
     cur = peak = 0
     for e in events:
-        cur += e.cpu_memory_usage
+        cur += e.self_cpu_memory_usage
         peak = max(peak, cur)
     return peak, out
 
@@ -98,7 +101,10 @@ def main():
     ap.add_argument("--max-objects", type=int, default=20)
     ap.add_argument("--classes", type=int, default=21)
     ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     gen = torch.Generator().manual_seed(0)
     priors = ssd300_prior_boxes(device)
@@ -118,9 +124,15 @@ def main():
     rows = []
 
     # ---- matching + encoding
-    t_tut = timeit(lambda: ref.tutorial_match(boxes, labels, priors), args.repeats, device)
-    t_tv = timeit(lambda: torchvision_match(boxes, labels, anchors_xy, matcher, coder), args.repeats, device)
-    t_det = timeit(lambda: detops.match_priors(boxes, labels, priors), args.repeats, device)
+    t_tut, t_tv, t_det = timeit(
+        [
+            lambda: ref.tutorial_match(boxes, labels, priors),
+            lambda: torchvision_match(boxes, labels, anchors_xy, matcher, coder),
+            lambda: detops.match_priors(boxes, labels, priors),
+        ],
+        args.repeats,
+        device,
+    )
     rows.append(("match + encode", "tutorial per-image loop", t_tut, t_det))
     rows.append(("match + encode", "torchvision box_iou + SSDMatcher + encode", t_tv, t_det))
 
@@ -138,13 +150,24 @@ def main():
 
     det_l1 = MultiBoxLoss(priors, loc_loss="l1")
     det_sl1 = MultiBoxLoss(priors)
-    t_tut_fwd = timeit(lambda: ref.tutorial_multibox_loss(locs0, scores0, boxes, labels, priors), args.repeats, device)
-    t_tut_l = timeit(fwd_bwd(lambda l, s: ref.tutorial_multibox_loss(l, s, boxes, labels, priors)), args.repeats, device)
-    t_tv_l = timeit(fwd_bwd(lambda l, s: torchvision_loss(l, s, boxes, labels, anchors_xy, matcher, fake_ssd)),
-                    args.repeats, device)
-    t_det_fwd = timeit(lambda: det_l1(locs0, scores0, boxes, labels), args.repeats, device)
-    t_det_l1 = timeit(fwd_bwd(lambda l, s: det_l1(l, s, boxes, labels)), args.repeats, device)
-    t_det_sl1 = timeit(fwd_bwd(lambda l, s: det_sl1(l, s, boxes, labels)), args.repeats, device)
+    t_tut_fwd, t_det_fwd = timeit(
+        [
+            lambda: ref.tutorial_multibox_loss(locs0, scores0, boxes, labels, priors),
+            lambda: det_l1(locs0, scores0, boxes, labels),
+        ],
+        args.repeats,
+        device,
+    )
+    t_tut_l, t_tv_l, t_det_l1, t_det_sl1 = timeit(
+        [
+            fwd_bwd(lambda l, s: ref.tutorial_multibox_loss(l, s, boxes, labels, priors)),
+            fwd_bwd(lambda l, s: torchvision_loss(l, s, boxes, labels, anchors_xy, matcher, fake_ssd)),
+            fwd_bwd(lambda l, s: det_l1(l, s, boxes, labels)),
+            fwd_bwd(lambda l, s: det_sl1(l, s, boxes, labels)),
+        ],
+        args.repeats,
+        device,
+    )
     rows.append(("MultiBoxLoss forward", "tutorial MultiBoxLoss (l1)", t_tut_fwd, t_det_fwd))
     rows.append(("MultiBoxLoss fwd + bwd", "tutorial MultiBoxLoss (l1)", t_tut_l, t_det_l1))
     rows.append(("MultiBoxLoss fwd + bwd", "torchvision SSD matching + compute_loss", t_tv_l, t_det_sl1))
