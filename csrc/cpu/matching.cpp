@@ -5,6 +5,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <limits>
 #include <tuple>
 #include <vector>
@@ -19,22 +20,39 @@ namespace {
 // prior on ties) from IoUs computed on the fly; the forced matches are applied in object order (a later object
 // takes a shared best prior, as the tutorial's `object_for_each_prior[prior_for_each_object] = range(G)`);
 // then threshold and encode. The prior's overlap lives in targets[p][0] until it is encoded.
-// Per-thread scratch: the image's objects as structure-of-arrays (so the IoU loop over objects vectorises), each
-// object's best prior so far, and one prior's IoUs with every object.
+// The priors as structure-of-arrays (xyxy corners and areas), shared by every image: the IoU loop runs over
+// priors, contiguous, so the compiler vectorises it.
+template <typename T>
+struct PriorsSoA {
+  std::vector<T> x1, y1, x2, y2, area;
+  PriorsSoA(const T* xy, int64_t P) : x1(P), y1(P), x2(P), y2(P), area(P) {
+    for (int64_t p = 0; p < P; ++p) {
+      const Box<T> b = load_box(xy + 4 * p);
+      x1[p] = b.x1;
+      y1[p] = b.y1;
+      x2[p] = b.x2;
+      y2[p] = b.y2;
+      area[p] = detops::area(b);
+    }
+  }
+};
+
+// Per-thread scratch of P entries: each prior's best overlap and object so far, one object's IoUs.
 template <typename T>
 struct ImageScratch {
-  std::vector<T> x1, y1, x2, y2, area, best, ious;
-  std::vector<int64_t> best_prior;
-  void resize(int64_t n) {
-    for (auto* v : {&x1, &y1, &x2, &y2, &area, &best, &ious}) v->resize(n);
-    best_prior.resize(n);
+  std::vector<T> best, ious;
+  std::vector<int32_t> best_obj;
+  void resize(int64_t P) {
+    best.resize(P);
+    ious.resize(P);
+    best_obj.resize(P);
   }
 };
 
 template <typename T>
-void match_image(const T* gt, const int64_t* gt_labels, int64_t n_obj, const T* priors_xy, const T* priors_cxcy,
-                 const T* prior_area, int64_t P, T threshold, CodingWeights w, int64_t* labels, int64_t* matched,
-                 T* targets, ImageScratch<T>& s) {
+void match_image(const T* gt, const int64_t* gt_labels, int64_t n_obj, const PriorsSoA<T>& pr, const T* priors_cxcy,
+                 int64_t P, T threshold, CodingWeights w, int64_t* labels, int64_t* matched, T* targets,
+                 ImageScratch<T>& s) {
   if (n_obj == 0 || P == 0) {
     for (int64_t p = 0; p < P; ++p) {
       labels[p] = 0;
@@ -43,52 +61,55 @@ void match_image(const T* gt, const int64_t* gt_labels, int64_t n_obj, const T* 
     }
     return;
   }
-  s.resize(n_obj);
+  s.resize(P);
+  T* __restrict__ best = s.best.data();
+  T* __restrict__ ious = s.ious.data();
+  int32_t* __restrict__ best_obj = s.best_obj.data();
+  const T* __restrict__ px1 = pr.x1.data();
+  const T* __restrict__ py1 = pr.y1.data();
+  const T* __restrict__ px2 = pr.x2.data();
+  const T* __restrict__ py2 = pr.y2.data();
+  const T* __restrict__ pa = pr.area.data();
+  std::fill(best, best + P, -std::numeric_limits<T>::infinity());
+  std::fill(best_obj, best_obj + P, 0);
   for (int64_t g = 0; g < n_obj; ++g) {
-    const Box<T> b = load_box(gt + 4 * g);
-    s.x1[g] = b.x1;
-    s.y1[g] = b.y1;
-    s.x2[g] = b.x2;
-    s.y2[g] = b.y2;
-    s.area[g] = area(b);
-    s.best[g] = -std::numeric_limits<T>::infinity();
-    s.best_prior[g] = 0;
-  }
-  T* ious = s.ious.data();
-  for (int64_t p = 0; p < P; ++p) {
-    const Box<T> pb = load_box(priors_xy + 4 * p);
-    const T pa = prior_area[p];
-    // The tutorial's find_jaccard_overlap(boxes, priors): union = area(box) + area(prior) - inter.
-    for (int64_t g = 0; g < n_obj; ++g) ious[g] = iou(Box<T>{s.x1[g], s.y1[g], s.x2[g], s.y2[g]}, pb, s.area[g], pa);
-    T best = ious[0];
-    int64_t best_g = 0;
-    for (int64_t g = 1; g < n_obj; ++g) {
-      if (ious[g] > best) {
-        best = ious[g];
-        best_g = g;
+    const Box<T> gb = load_box(gt + 4 * g);
+    const T ga = area(gb);
+    const auto gi = static_cast<int32_t>(g);
+    // Objects in increasing order with a strict '>': a prior keeps the first object of highest IoU. The
+    // tutorial's find_jaccard_overlap(boxes, priors): union = area(box) + area(prior) - inter.
+    for (int64_t p = 0; p < P; ++p) {
+      const T v = iou_no_nan(gb, Box<T>{px1[p], py1[p], px2[p], py2[p]}, ga, pa[p]);
+      ious[p] = v;
+      const T b = best[p];
+      const int32_t better = -static_cast<int32_t>(v > b);  // all bits set when v > b: branch-free, vectorises
+      best_obj[p] = (gi & better) | (best_obj[p] & ~better);
+      best[p] = v > b ? v : b;
+    }
+    // This object's best prior: the first of highest IoU (torch.max(dim=1)).
+    T ob = ious[0];
+    int64_t op = 0;
+    for (int64_t p = 1; p < P; ++p) {
+      if (ious[p] > ob) {
+        ob = ious[p];
+        op = p;
       }
     }
-    for (int64_t g = 0; g < n_obj; ++g) {
-      if (ious[g] > s.best[g]) {
-        s.best[g] = ious[g];
-        s.best_prior[g] = p;
-      }
-    }
-    targets[4 * p] = best;
-    matched[p] = best_g;
-  }
-  for (int64_t g = 0; g < n_obj; ++g) {
-    matched[s.best_prior[g]] = g;
-    targets[4 * s.best_prior[g]] = T(1);
+    // Forced match, in object order: a later object takes over a best prior an earlier one had.
+    best[op] = std::numeric_limits<T>::infinity();  // marks a forced prior; its overlap is 1
+    best_obj[op] = gi;
   }
   for (int64_t p = 0; p < P; ++p) {
     const T* pc = priors_cxcy + 4 * p;
-    if (targets[4 * p] < threshold) {
+    // A forced prior has overlap 1 (the tutorial's overlap_for_each_prior[prior_for_each_object] = 1.).
+    const T overlap = best[p] == std::numeric_limits<T>::infinity() ? T(1) : best[p];
+    if (overlap < threshold) {
       labels[p] = 0;
       matched[p] = -1;
       for (int k = 0; k < 4; ++k) targets[4 * p + k] = T(0);
     } else {
-      const int64_t g = matched[p];
+      const int64_t g = best_obj[p];
+      matched[p] = g;
       labels[p] = gt_labels[g];
       encode_box_center(load_box(gt + 4 * g), pc[0], pc[1], pc[2], pc[3], w, targets + 4 * p);
     }
@@ -105,9 +126,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> match_priors_cpu(const at::Tensor
   at::Tensor matched = at::empty({p.B, p.P}, p.labels.options());
   at::Tensor targets = at::empty({p.B, p.P, 4}, p.boxes.options());
   AT_DISPATCH_FLOATING_TYPES(p.boxes.scalar_type(), "match_priors_cpu", [&] {
-    const scalar_t* pxy = p.priors_xy.data_ptr<scalar_t>();
-    std::vector<scalar_t> prior_area(p.P);
-    for (int64_t i = 0; i < p.P; ++i) prior_area[i] = area(load_box(pxy + 4 * i));
+    const PriorsSoA<scalar_t> priors(p.priors_xy.data_ptr<scalar_t>(), p.P);
     const scalar_t* gt = p.boxes.data_ptr<scalar_t>();
     const int64_t* gl = p.labels.data_ptr<int64_t>();
     const int64_t* cnt = p.counts.data_ptr<int64_t>();
@@ -119,8 +138,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> match_priors_cpu(const at::Tensor
     at::parallel_for(0, p.B, 1, [&](int64_t begin, int64_t end) {
       ImageScratch<scalar_t> scratch;
       for (int64_t b = begin; b < end; ++b)
-        match_image<scalar_t>(gt + 4 * b * p.G, gl + b * p.G, cnt[b], pxy, pc, prior_area.data(), p.P, thr, p.weights,
-                              lab + b * p.P, mat + b * p.P, tgt + 4 * b * p.P, scratch);
+        match_image<scalar_t>(gt + 4 * b * p.G, gl + b * p.G, cnt[b], priors, pc, p.P, thr, p.weights, lab + b * p.P,
+                              mat + b * p.P, tgt + 4 * b * p.P, scratch);
     });
   });
   return {labels, matched, targets.to(p.out_dtype)};
