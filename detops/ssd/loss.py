@@ -135,9 +135,7 @@ class MultiBoxLoss(nn.Module):
         loc = self._loc_distance(predicted_locs.reshape(B * P, 4)[pos_idx], true_locs.view(B * P, 4)[pos_idx])
         loc = loc.sum() / (4 * n_pos)
         with torch.no_grad():
-            # the cross-entropy of every prior, only to rank the negatives: logsumexp - the target's logit
-            target_logit = flat_scores.gather(1, true_classes.view(-1, 1)).view(B, P)
-            conf_all = torch.logsumexp(flat_scores, dim=1).view(B, P) - target_logit
+            conf_all = F.cross_entropy(flat_scores, true_classes.view(-1), reduction="none").view(B, P)
             hard_neg = hard_negative_mining(conf_all, positives, self.neg_pos_ratio)
             sel_idx = torch.nonzero((positives | hard_neg).view(-1)).flatten()
         conf = F.cross_entropy(flat_scores[sel_idx], true_classes.view(-1)[sel_idx], reduction="sum") / n_pos
