@@ -68,10 +68,15 @@ def pack_targets(
     if torch.device(device).type == "cpu":
         counts = torch.tensor(sizes, dtype=torch.long)
     else:
-        # torch.tensor(sizes, device=cuda) would synchronise; counting ones padded with zeros does not.
-        ones = torch.ones(sum(sizes), dtype=torch.long, device=device).split(sizes)
-        counts = torch.nn.utils.rnn.pad_sequence(list(ones), batch_first=True).reshape(B, -1).sum(1)
+        counts = _counts_on_device(sizes, device)
     return boxes, labels, counts
+
+
+def _counts_on_device(sizes: List[int], device) -> Tensor:
+    """Tensor(sizes) made on `device` without a host-to-device copy: torch.tensor(sizes, device=cuda) would
+    synchronise (and break CUDA graph capture); counting ones padded with zeros does not."""
+    ones = torch.ones(sum(sizes), dtype=torch.long, device=device).split(sizes)
+    return torch.nn.utils.rnn.pad_sequence(list(ones), batch_first=True).sum(1)
 
 
 def match_priors(

@@ -127,6 +127,11 @@ def test_empty_inputs():
     assert lab.shape == (1, 0) and tgt.shape == (1, 0, 4)
 
 
+def test_counts_made_on_the_device_without_a_copy():
+    for sizes in ([0, 0], [3, 0, 2], [1], [50, 7]):
+        assert detops.matching._counts_on_device(sizes, "cpu").tolist() == sizes
+
+
 def test_deterministic():
     gen = torch.Generator().manual_seed(2)
     boxes, labels = random_batch(gen, B=4, max_objects=50)
