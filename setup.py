@@ -55,6 +55,8 @@ def _extensions():
     with_cuda, why = _want_cuda(torch, cuda_home)
     cpp_sources = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu")) if with_cuda else []
+    # --fmad=false: no fused multiply-add contraction in CUDA kernels, so IoUs (and the ties and thresholds that
+    # depend on their last bit) are the same float on the GPU as on the CPU (SPEC: indices equal on both).
     # No -std flag: torch adds the standard its own headers need (it changes between torch releases).
     cxx_flags = ["-O3", "-fvisibility=hidden"]
     define_macros = []
@@ -69,7 +71,7 @@ def _extensions():
             cpp_sources + cuda_sources,
             include_dirs=[os.path.join(ROOT, "csrc")],
             define_macros=define_macros,
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--expt-relaxed-constexpr"]},
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--expt-relaxed-constexpr", "--fmad=false"]},
             py_limited_api=True,
         )
     else:

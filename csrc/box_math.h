@@ -65,6 +65,18 @@ DETOPS_HD T iou(const Box<T>& a, const Box<T>& b, T area_a, T area_b) {
   return inter / (area_a + area_b - inter);
 }
 
+// iou() for boxes known to hold no NaN (the CPU matching kernel checks its inputs first): the same operations
+// and the same result bit for bit, without the NaN tests, so a loop over boxes vectorises.
+template <typename T>
+DETOPS_HD T iou_no_nan(const Box<T>& a, const Box<T>& b, T area_a, T area_b) {
+  T w = (a.x2 < b.x2 ? a.x2 : b.x2) - (a.x1 > b.x1 ? a.x1 : b.x1);
+  T h = (a.y2 < b.y2 ? a.y2 : b.y2) - (a.y1 > b.y1 ? a.y1 : b.y1);
+  w = w < T(0) ? T(0) : w;
+  h = h < T(0) ? T(0) : h;
+  const T inter = w * h;
+  return inter / (area_a + area_b - inter);
+}
+
 // Squared distance between the centres of a and b (the DIoU penalty's numerator).
 template <typename T>
 DETOPS_HD T center_distance2(const Box<T>& a, const Box<T>& b) {
@@ -145,6 +157,18 @@ template <typename T>
 DETOPS_HD void encode_box(const Box<T>& g, const Box<T>& a, CodingWeights w, T* out) {
   const T aw = a.x2 - a.x1, ah = a.y2 - a.y1;
   const T acx = a.x1 + T(0.5) * aw, acy = a.y1 + T(0.5) * ah;
+  const T gw = g.x2 - g.x1, gh = g.y2 - g.y1;
+  const T gcx = g.x1 + T(0.5) * gw, gcy = g.y1 + T(0.5) * gh;
+  out[0] = T(w.wx) * (gcx - acx) / aw;
+  out[1] = T(w.wy) * (gcy - acy) / ah;
+  out[2] = T(w.ww) * log(gw / aw);
+  out[3] = T(w.wh) * log(gh / ah);
+}
+
+// The same deltas against an anchor given in center-size form (acx, acy, aw, ah), as SSD's priors are: the
+// tutorial's cxcy_to_gcxgcy(xy_to_cxcy(g), prior) with variances (0.1, 0.2) = weights (10, 10, 5, 5).
+template <typename T>
+DETOPS_HD void encode_box_center(const Box<T>& g, T acx, T acy, T aw, T ah, CodingWeights w, T* out) {
   const T gw = g.x2 - g.x1, gh = g.y2 - g.y1;
   const T gcx = g.x1 + T(0.5) * gw, gcy = g.y1 + T(0.5) * gh;
   out[0] = T(w.wx) * (gcx - acx) / aw;

@@ -25,6 +25,7 @@ from detops.boxes import (  # noqa: E402
     generalized_box_iou_loss,
 )
 from detops.coding import decode_boxes, encode_boxes  # noqa: E402
+from detops.matching import hard_negative_mining, match_boxes, match_priors  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -43,4 +44,7 @@ __all__ = [
     "encode_boxes",
     "generalized_box_iou",
     "generalized_box_iou_loss",
+    "hard_negative_mining",
+    "match_boxes",
+    "match_priors",
 ]

@@ -52,3 +52,29 @@ def _decode_boxes_fake(deltas, anchors, weights=(1.0, 1.0, 1.0, 1.0), clamp=None
     _check_boxes(deltas, "deltas")
     _check_boxes(anchors, "anchors")
     return deltas.new_empty(torch.broadcast_shapes(deltas.shape, anchors.shape))
+
+
+# ---- matching and hard negatives (csrc/ops/matching.cpp, csrc/ops/hard_negatives.cpp) ----
+
+
+@register_fake("detops::match_priors")
+def _match_priors_fake(gt_boxes, gt_labels, counts, priors_cxcy, threshold=0.5, weights=(10.0, 10.0, 5.0, 5.0)):
+    torch._check(gt_boxes.dim() == 3 and gt_boxes.shape[2] == 4, lambda: "gt_boxes must have shape [B, G, 4]")
+    torch._check(priors_cxcy.dim() == 2 and priors_cxcy.shape[1] == 4, lambda: "priors_cxcy must have shape [P, 4]")
+    B, P = gt_boxes.shape[0], priors_cxcy.shape[0]
+    labels = gt_boxes.new_empty((B, P), dtype=torch.long)
+    matched = gt_boxes.new_empty((B, P), dtype=torch.long)
+    return labels, matched, gt_boxes.new_empty((B, P, 4))
+
+
+@register_fake("detops::match_boxes")
+def _match_boxes_fake(match_quality_matrix, high_threshold, low_threshold, allow_low_quality_matches=False):
+    q = match_quality_matrix
+    torch._check(q.dim() >= 2, lambda: "match_quality_matrix must have shape [..., G, P]")
+    return q.new_empty((*q.shape[:-2], q.shape[-1]), dtype=torch.long)
+
+
+@register_fake("detops::hard_negative_mining")
+def _hard_negative_mining_fake(conf_loss, positives, neg_pos_ratio=3):
+    torch._check(conf_loss.dim() == 2, lambda: "conf_loss must have shape [B, P]")
+    return positives.new_empty(conf_loss.shape, dtype=torch.bool)

@@ -1,0 +1,103 @@
+"""detops.hard_negative_mining against the exact-mask reference and the SSD tutorial's sort-based selection."""
+
+import pytest
+import torch
+
+import detops
+from detops.reference import matching as ref
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def random_problem(gen, B=8, P=3000, quantise=None, pos_rate=0.02, dtype=torch.float32):
+    loss = torch.rand(B, P, generator=gen, dtype=torch.float64) * 5
+    if quantise:
+        loss = (loss * quantise).floor() / quantise  # many ties at the selection boundary
+    positives = torch.rand(B, P, generator=gen) < pos_rate
+    positives[0] = False  # a row without positives
+    return loss.to(dtype), positives
+
+
+@pytest.mark.parametrize("quantise", [None, 4, 1])
+@pytest.mark.parametrize("ratio", [0, 1, 3, 7])
+def test_equals_reference_and_tutorial_sum(quantise, ratio):
+    gen = torch.Generator().manual_seed(ratio * 10 + (quantise or 0))
+    loss, positives = random_problem(gen, quantise=quantise)
+    mask = detops.hard_negative_mining(loss, positives, ratio)
+    assert mask.dtype == torch.bool and mask.shape == loss.shape
+    assert not (mask & positives).any()
+    assert torch.equal(mask, ref.hard_negative_mining(loss, positives, ratio))
+    want_k = torch.minimum(ratio * positives.sum(1), (~positives).sum(1))
+    assert torch.equal(mask.sum(1), want_k)
+    got_sum = torch.where(mask, loss, 0).double().sum(1)
+    torch.testing.assert_close(got_sum, ref.tutorial_hard_negative_loss(loss.double(), positives, ratio), rtol=1e-12, atol=0)
+
+
+def test_cap_all_positive_no_positive_rows():
+    loss = torch.tensor([[0.5, 0.1, 0.9, 0.3], [1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+    positives = torch.tensor(
+        [[True, False, False, False], [True, True, True, True], [False, False, False, False], [False, True, False, False]]
+    )
+    mask = detops.hard_negative_mining(loss, positives, 3)
+    assert mask.tolist() == [
+        [False, True, True, True],  # 3 negatives wanted, 3 exist
+        [False, False, False, False],  # no negatives
+        [False, False, False, False],  # no positives
+        [True, False, True, True],  # ties: all three needed
+    ]
+    mask = detops.hard_negative_mining(loss, positives, 1)
+    assert mask.tolist()[0] == [False, False, True, False]
+    assert mask.tolist()[3] == [True, False, False, False]  # ties: the lowest index
+
+
+def test_nan_and_signed_zero_and_dtypes():
+    loss = torch.tensor([[0.0, -0.0, float("nan"), 1.0, 0.0, 2.0]])
+    positives = torch.tensor([[True, False, False, False, False, False]])
+    for ratio, want in [(1, [2]), (2, [2, 5]), (3, [2, 3, 5]), (4, [1, 2, 3, 5])]:
+        mask = detops.hard_negative_mining(loss, positives, ratio)
+        assert torch.nonzero(mask[0]).flatten().tolist() == want
+        assert torch.equal(mask, ref.hard_negative_mining(loss, positives, ratio))
+    gen = torch.Generator().manual_seed(3)
+    loss, positives = random_problem(gen, B=3, P=500, quantise=8)
+    want = detops.hard_negative_mining(loss, positives, 3)
+    for dtype in (torch.float64, torch.float16, torch.bfloat16):
+        assert torch.equal(detops.hard_negative_mining(loss.to(dtype), positives, 3), want)  # values exact in all
+
+
+def test_empty_and_bad_input():
+    assert detops.hard_negative_mining(torch.zeros(0, 5), torch.zeros(0, 5, dtype=torch.bool)).shape == (0, 5)
+    assert detops.hard_negative_mining(torch.zeros(2, 0), torch.zeros(2, 0, dtype=torch.bool)).shape == (2, 0)
+    with pytest.raises(RuntimeError, match="shape"):
+        detops.hard_negative_mining(torch.zeros(2, 5), torch.zeros(2, 4, dtype=torch.bool))
+    with pytest.raises(RuntimeError, match="bool"):
+        detops.hard_negative_mining(torch.zeros(2, 5), torch.zeros(2, 5))
+    with pytest.raises(RuntimeError, match=r"\[B, P\]"):
+        detops.hard_negative_mining(torch.zeros(5), torch.zeros(5, dtype=torch.bool))
+    with pytest.raises(RuntimeError, match="neg_pos_ratio"):
+        detops.hard_negative_mining(torch.zeros(2, 5), torch.zeros(2, 5, dtype=torch.bool), -1)
+
+
+def test_opcheck_and_compile():
+    gen = torch.Generator().manual_seed(4)
+    loss, positives = random_problem(gen, B=3, P=200, pos_rate=0.1)
+    torch.library.opcheck(torch.ops.detops.hard_negative_mining.default, (loss, positives, 3))
+
+    @torch.compile(fullgraph=True)
+    def f(loss, positives):
+        return torch.where(detops.hard_negative_mining(loss, positives) | positives, loss, 0).sum()
+
+    want = torch.where(detops.hard_negative_mining(loss, positives) | positives, loss, 0).sum()
+    torch.testing.assert_close(f(loss, positives), want)
+
+
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("quantise", [None, 2])
+def test_cuda_equals_cpu(dtype, quantise):
+    gen = torch.Generator().manual_seed(5)
+    loss, positives = random_problem(gen, B=33, P=8732, quantise=quantise, dtype=dtype)
+    loss[1, :10] = float("nan")
+    for ratio in (0, 1, 3):
+        cpu = detops.hard_negative_mining(loss, positives, ratio)
+        assert torch.equal(cpu, detops.hard_negative_mining(loss.cuda(), positives.cuda(), ratio).cpu())
