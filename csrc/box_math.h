@@ -65,6 +65,18 @@ DETOPS_HD T iou(const Box<T>& a, const Box<T>& b, T area_a, T area_b) {
   return inter / (area_a + area_b - inter);
 }
 
+// iou() for boxes known to hold no NaN coordinate (NMS filters those out first): the same arithmetic and
+// result, written with plain comparisons that compile to vector min/max, so NMS sweeps vectorise.
+template <typename T>
+DETOPS_HD T iou_no_nan(const Box<T>& a, const Box<T>& b, T area_a, T area_b) {
+  T w = (b.x2 < a.x2 ? b.x2 : a.x2) - (a.x1 < b.x1 ? b.x1 : a.x1);
+  T h = (b.y2 < a.y2 ? b.y2 : a.y2) - (a.y1 < b.y1 ? b.y1 : a.y1);
+  w = w < T(0) ? T(0) : w;
+  h = h < T(0) ? T(0) : h;
+  const T inter = w * h;
+  return inter / (area_a + area_b - inter);
+}
+
 // Squared distance between the centres of a and b (the DIoU penalty's numerator).
 template <typename T>
 DETOPS_HD T center_distance2(const Box<T>& a, const Box<T>& b) {

@@ -25,6 +25,7 @@ from detops.boxes import (  # noqa: E402
     generalized_box_iou_loss,
 )
 from detops.coding import decode_boxes, encode_boxes  # noqa: E402
+from detops.nms import batched_nms, multiclass_nms, nms, soft_nms  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -43,4 +44,8 @@ __all__ = [
     "encode_boxes",
     "generalized_box_iou",
     "generalized_box_iou_loss",
+    "batched_nms",
+    "multiclass_nms",
+    "nms",
+    "soft_nms",
 ]

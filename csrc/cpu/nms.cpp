@@ -1,0 +1,405 @@
+// CPU kernels of the NMS family (CUDA twin: cuda/nms.cu; reference: detops/reference/nms.py).
+//
+// The core is one greedy loop over boxes already in rank order, stored column-wise (x1, y1, x2, y2, area):
+// each kept box marks the later boxes it overlaps in a byte mask with a branch-free loop the compiler
+// vectorises, and every few kept boxes the survivors are compacted so that clustered inputs (most boxes
+// suppressed early) stop paying for the dead ones. batched_nms and multiclass_nms run that loop once per
+// category on a dynamic work queue over the threads; a single large nms splits its sweeps over the threads.
+#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <vector>
+
+#include "box_math.h"
+#include "ops/nms.h"
+
+namespace detops {
+namespace {
+
+// A candidate: its score and an id (the box index, a prior index, or a position in a sorted array).
+template <typename T>
+struct Cand {
+  T score;
+  int64_t id;
+};
+
+// Rank order: decreasing score, ties by lower id.
+template <typename T>
+inline bool rank_before(const Cand<T>& a, const Cand<T>& b) {
+  return a.score > b.score || (a.score == b.score && a.id < b.id);
+}
+
+// Column-wise boxes in rank order, with the id each one reports when kept; reused across calls of a thread.
+template <typename T>
+struct Columns {
+  std::vector<T> x1, y1, x2, y2, ar;
+  std::vector<int64_t> id;
+  std::vector<uint8_t> removed;
+  void resize(int64_t n) {
+    const size_t m = static_cast<size_t>(n);
+    if (x1.size() < m) x1.resize(m), y1.resize(m), x2.resize(m), y2.resize(m), ar.resize(m), id.resize(m),
+          removed.resize(m);
+  }
+  void set(int64_t k, const T* box, int64_t box_id) {
+    x1[k] = box[0], y1[k] = box[1], x2[k] = box[2], y2[k] = box[3];
+    ar[k] = area(Box<T>{box[0], box[1], box[2], box[3]});
+    id[k] = box_id;
+    removed[k] = 0;
+  }
+};
+
+// Marks removed[j] for j in [begin, end) whose IoU with box a (area aa) is > thr. Branch-free, so it
+// vectorises; on x86-64 an AVX2 clone is chosen at load time where the CPU has it (the default build flags
+// only allow SSE2).
+#if defined(__x86_64__) && defined(__GNUC__)
+#define DETOPS_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define DETOPS_VECTOR_CLONES
+#endif
+
+template <typename T>
+DETOPS_VECTOR_CLONES int64_t suppress_sweep(const T* __restrict__ x1, const T* __restrict__ y1,
+                                         const T* __restrict__ x2, const T* __restrict__ y2,
+                                         const T* __restrict__ ar, uint8_t* __restrict__ removed, T ax1, T ay1,
+                                         T ax2, T ay2, T aa, T thr, int64_t begin, int64_t end) {
+  const Box<T> a{ax1, ay1, ax2, ay2};
+  int64_t dead = 0;
+  for (int64_t j = begin; j < end; ++j) {
+    const Box<T> b{x1[j], y1[j], x2[j], y2[j]};
+    const uint8_t r = removed[j] | static_cast<uint8_t>(iou_no_nan(a, b, aa, ar[j]) > thr);
+    removed[j] = r;
+    dead += r;
+  }
+  return dead;  // how many of [begin, end) are removed now
+}
+
+template <typename T>
+inline int64_t suppress_range(const Columns<T>& c, uint8_t* removed, const Box<T>& a, T aa, T thr,
+                              int64_t begin, int64_t end) {
+  return suppress_sweep<T>(c.x1.data(), c.y1.data(), c.x2.data(), c.y2.data(), c.ar.data(), removed, a.x1, a.y1, a.x2,
+                    a.y2, aa, thr, begin, end);
+}
+
+// Greedy NMS over the first n entries of c (rank order). Writes the ids of kept boxes, in order, to keep and
+// returns how many; stops after max_keep. Sweeps longer than kParallelSweep are split over the threads
+// (only when not already inside a parallel region: batched calls are parallel over categories instead).
+constexpr int64_t kParallelSweep = 1 << 15;
+
+template <typename T>
+int64_t greedy_nms(Columns<T>& c, int64_t n, T thr, int64_t max_keep, int64_t* keep) {
+  int64_t len = n, kept = 0;
+  const bool may_split = !at::in_parallel_region() && at::get_num_threads() > 1;
+  int64_t i = 0;
+  while (i < len && kept < max_keep) {
+    if (c.removed[i]) {
+      ++i;
+      continue;
+    }
+    keep[kept++] = c.id[i];
+    const Box<T> a{c.x1[i], c.y1[i], c.x2[i], c.y2[i]};
+    const T aa = c.ar[i];
+    uint8_t* removed = c.removed.data();
+    int64_t dead = 0;
+    if (may_split && len - i > kParallelSweep) {
+      std::atomic<int64_t> dead_all{0};
+      at::parallel_for(i + 1, len, kParallelSweep / 2, [&](int64_t b, int64_t e) {
+        dead_all.fetch_add(suppress_range(c, removed, a, aa, thr, b, e));
+      });
+      dead = dead_all.load();
+    } else {
+      dead = suppress_range(c, removed, a, aa, thr, i + 1, len);
+    }
+    ++i;
+    if (2 * dead > len - i && len - i > 64) {
+      // Most of what is left is dead: move the survivors to the front (the processed prefix goes too), so
+      // the following sweeps touch only live boxes. Amortised: each compaction at least halves len.
+      int64_t w = 0;
+      for (int64_t j = i; j < len; ++j) {
+        if (removed[j]) continue;
+        c.x1[w] = c.x1[j], c.y1[w] = c.y1[j], c.x2[w] = c.x2[j], c.y2[w] = c.y2[j], c.ar[w] = c.ar[j];
+        c.id[w] = c.id[j];
+        removed[w] = 0;
+        ++w;
+      }
+      len = w;
+      i = 0;
+    }
+  }
+  return kept;
+}
+
+// Runs f(task, columns) for every task in [0, num_tasks) on a dynamic queue over the threads, so uneven
+// tasks (one crowded class, many sparse ones) still balance.
+template <typename T, typename F>
+void parallel_tasks(int64_t num_tasks, const F& f) {
+  if (num_tasks <= 0) return;
+  std::atomic<int64_t> next{0};
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), num_tasks));
+  at::parallel_for(0, workers, 1, [&](int64_t wb, int64_t we) {
+    for (int64_t w = wb; w < we; ++w) {
+      Columns<T> cols;
+      for (int64_t t = next.fetch_add(1); t < num_tasks; t = next.fetch_add(1)) f(t, cols);
+    }
+  });
+}
+
+at::Tensor to_index_tensor(const std::vector<int64_t>& v, const at::Tensor& like) {
+  at::Tensor out = at::empty({static_cast<int64_t>(v.size())}, like.options().dtype(at::kLong));
+  if (!v.empty()) std::memcpy(out.data_ptr<int64_t>(), v.data(), v.size() * sizeof(int64_t));
+  return out;
+}
+
+// ---- nms ----
+
+template <typename T>
+std::vector<int64_t> nms_impl(const NmsProblem& p) {
+  const T* boxes = p.boxes.data_ptr<T>();
+  const T* scores = p.scores.data_ptr<T>();
+  std::vector<Cand<T>> order;
+  order.reserve(static_cast<size_t>(p.n));
+  for (int64_t i = 0; i < p.n; ++i)
+    if (nms_valid(boxes + 4 * i, scores[i])) order.push_back({scores[i], i});
+  std::sort(order.begin(), order.end(), rank_before<T>);
+  const int64_t n = static_cast<int64_t>(order.size());
+  Columns<T> cols;
+  cols.resize(n);
+  at::parallel_for(0, n, 4096, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) cols.set(k, boxes + 4 * order[k].id, order[k].id);
+  });
+  std::vector<int64_t> keep(static_cast<size_t>(n));
+  keep.resize(static_cast<size_t>(greedy_nms(cols, n, threshold_as<T>(p.iou_threshold), n, keep.data())));
+  return keep;
+}
+
+at::Tensor nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
+  NmsProblem p = prepare_nms(boxes, scores, iou_threshold);
+  std::vector<int64_t> keep;
+  AT_DISPATCH_FLOATING_TYPES(p.boxes.scalar_type(), "nms_cpu", [&] { keep = nms_impl<scalar_t>(p); });
+  return to_index_tensor(keep, boxes);
+}
+
+// ---- batched_nms ----
+
+template <typename T>
+struct ClassCand {
+  T score;
+  int64_t cls, id;
+};
+
+template <typename T>
+std::vector<int64_t> batched_nms_impl(const NmsProblem& p) {
+  const T* boxes = p.boxes.data_ptr<T>();
+  const T* scores = p.scores.data_ptr<T>();
+  const int64_t* idxs = p.idxs.data_ptr<int64_t>();
+  std::vector<ClassCand<T>> order;
+  order.reserve(static_cast<size_t>(p.n));
+  for (int64_t i = 0; i < p.n; ++i)
+    if (nms_valid(boxes + 4 * i, scores[i])) order.push_back({scores[i], idxs[i], i});
+  // Category, then rank: each category is a contiguous segment in rank order.
+  std::sort(order.begin(), order.end(), [](const ClassCand<T>& a, const ClassCand<T>& b) {
+    if (a.cls != b.cls) return a.cls < b.cls;
+    return a.score > b.score || (a.score == b.score && a.id < b.id);
+  });
+  const int64_t n = static_cast<int64_t>(order.size());
+  std::vector<int64_t> seg_start;
+  for (int64_t k = 0; k < n; ++k)
+    if (k == 0 || order[k].cls != order[k - 1].cls) seg_start.push_back(k);
+  const int64_t segs = static_cast<int64_t>(seg_start.size());
+  seg_start.push_back(n);
+  // Largest segments first, so the queue's tail is short tasks.
+  std::vector<int64_t> seg_order(static_cast<size_t>(segs));
+  for (int64_t s = 0; s < segs; ++s) seg_order[s] = s;
+  std::stable_sort(seg_order.begin(), seg_order.end(), [&](int64_t a, int64_t b) {
+    return seg_start[a + 1] - seg_start[a] > seg_start[b + 1] - seg_start[b];
+  });
+  std::vector<int64_t> kept_pos(static_cast<size_t>(n));  // per segment: kept positions, from its start
+  std::vector<int64_t> kept_count(static_cast<size_t>(segs));
+  const T thr = threshold_as<T>(p.iou_threshold);
+  parallel_tasks<T>(segs, [&](int64_t t, Columns<T>& cols) {
+    const int64_t s = seg_order[t], b = seg_start[s], len = seg_start[s + 1] - b;
+    cols.resize(len);
+    for (int64_t k = 0; k < len; ++k) cols.set(k, boxes + 4 * order[b + k].id, b + k);
+    kept_count[s] = greedy_nms(cols, len, thr, len, kept_pos.data() + b);
+  });
+  std::vector<Cand<T>> kept;
+  for (int64_t s = 0; s < segs; ++s)
+    for (int64_t k = 0; k < kept_count[s]; ++k) {
+      const auto& e = order[kept_pos[seg_start[s] + k]];
+      kept.push_back({e.score, e.id});
+    }
+  std::sort(kept.begin(), kept.end(), rank_before<T>);
+  std::vector<int64_t> keep(kept.size());
+  for (size_t k = 0; k < kept.size(); ++k) keep[k] = kept[k].id;
+  return keep;
+}
+
+at::Tensor batched_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
+                           double iou_threshold) {
+  NmsProblem p = prepare_batched_nms(boxes, scores, idxs, iou_threshold);
+  std::vector<int64_t> keep;
+  AT_DISPATCH_FLOATING_TYPES(p.boxes.scalar_type(), "batched_nms_cpu", [&] { keep = batched_nms_impl<scalar_t>(p); });
+  return to_index_tensor(keep, boxes);
+}
+
+// ---- multiclass_nms ----
+
+template <typename T>
+void multiclass_impl(MulticlassProblem& p) {
+  const int64_t B = p.batch, P = p.priors, C = p.classes, K = p.max_detections, M = p.max_candidates;
+  const T* boxes = p.boxes.data_ptr<T>();
+  const T* scores = p.scores.data_ptr<T>();
+  const T score_thr = threshold_as<T>(p.score_threshold);
+  const T iou_thr = threshold_as<T>(p.iou_threshold);
+  auto box_of = [&](int64_t b, int64_t prior, int64_t c) {
+    return p.per_class_boxes ? boxes + ((b * P + prior) * C + c) * 4 : boxes + (b * P + prior) * 4;
+  };
+  // Per (image, class): the kept prior indices and their scores, at most K of them (only the K best of a
+  // class can reach its image's top K).
+  std::vector<std::vector<Cand<T>>> kept(static_cast<size_t>(B * C));
+  parallel_tasks<T>(K > 0 ? B * C : 0, [&](int64_t t, Columns<T>& cols) {
+    const int64_t b = t / C, c = t % C;
+    if (c == p.background_class) return;
+    std::vector<Cand<T>> cand;
+    const T* s = scores + b * P * C + c;
+    for (int64_t prior = 0; prior < P; ++prior) {
+      const T v = s[prior * C];
+      if (v > score_thr && nms_valid(box_of(b, prior, c), v)) cand.push_back({v, prior});
+    }
+    if (cand.empty()) return;
+    if (static_cast<int64_t>(cand.size()) > M) {
+      std::nth_element(cand.begin(), cand.begin() + M, cand.end(), rank_before<T>);
+      cand.resize(static_cast<size_t>(M));
+    }
+    std::sort(cand.begin(), cand.end(), rank_before<T>);
+    const int64_t n = static_cast<int64_t>(cand.size());
+    cols.resize(n);
+    for (int64_t k = 0; k < n; ++k) cols.set(k, box_of(b, cand[k].id, c), k);
+    std::vector<int64_t> keep(static_cast<size_t>(std::min(n, K)));
+    const int64_t nk = greedy_nms(cols, n, iou_thr, K, keep.data());
+    auto& out = kept[t];
+    out.resize(static_cast<size_t>(nk));
+    for (int64_t k = 0; k < nk; ++k) out[k] = cand[keep[k]];
+  });
+  T* ob = p.out_boxes.data_ptr<T>();
+  T* os = p.out_scores.data_ptr<T>();
+  int64_t* ol = p.out_labels.data_ptr<int64_t>();
+  int64_t* oc = p.out_counts.data_ptr<int64_t>();
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      // Image-level rank: decreasing score, then lower class, then lower prior index.
+      struct Det {
+        T score;
+        int64_t cls, prior;
+      };
+      std::vector<Det> dets;
+      for (int64_t c = 0; c < C; ++c)
+        for (const auto& e : kept[b * C + c]) dets.push_back({e.score, c, e.id});
+      auto before = [](const Det& x, const Det& y) {
+        if (x.score != y.score) return x.score > y.score;
+        return x.cls != y.cls ? x.cls < y.cls : x.prior < y.prior;
+      };
+      const int64_t cnt = std::min<int64_t>(K, static_cast<int64_t>(dets.size()));
+      std::partial_sort(dets.begin(), dets.begin() + cnt, dets.end(), before);
+      for (int64_t k = 0; k < K; ++k) {
+        T* box = ob + (b * K + k) * 4;
+        if (k < cnt) {
+          const T* src = box_of(b, dets[k].prior, dets[k].cls);
+          box[0] = src[0], box[1] = src[1], box[2] = src[2], box[3] = src[3];
+          os[b * K + k] = dets[k].score;
+          ol[b * K + k] = dets[k].cls;
+        } else {
+          box[0] = box[1] = box[2] = box[3] = T(0);
+          os[b * K + k] = T(0);
+          ol[b * K + k] = -1;
+        }
+      }
+      oc[b] = cnt;
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_nms_cpu(
+    const at::Tensor& boxes, const at::Tensor& scores, double score_threshold, double iou_threshold,
+    int64_t max_detections, int64_t background_class, int64_t max_candidates_per_class) {
+  MulticlassProblem p = prepare_multiclass(boxes, scores, score_threshold, iou_threshold, max_detections,
+                                           background_class, max_candidates_per_class);
+  AT_DISPATCH_FLOATING_TYPES(p.scores.scalar_type(), "multiclass_nms_cpu", [&] { multiclass_impl<scalar_t>(p); });
+  return finish_multiclass(p);
+}
+
+// ---- soft_nms ----
+
+template <typename T>
+void soft_nms_impl(const SoftNmsProblem& p, std::vector<int64_t>& keep, std::vector<T>& kept_scores) {
+  const T* boxes = p.boxes.data_ptr<T>();
+  const T* scores = p.scores.data_ptr<T>();
+  Columns<T> c;
+  c.resize(p.n);
+  std::vector<T> cur;
+  int64_t n = 0;
+  for (int64_t i = 0; i < p.n; ++i)
+    if (nms_valid(boxes + 4 * i, scores[i])) {
+      c.set(n, boxes + 4 * i, i);
+      cur.push_back(scores[i]);
+      ++n;
+    }
+  const T thr = static_cast<T>(p.iou_threshold), sigma = static_cast<T>(p.sigma);
+  const T min_score = static_cast<T>(p.score_threshold);
+  // The remaining boxes stay in index order, so the first maximum found is the lowest index among ties.
+  while (n > 0) {
+    int64_t best = 0;
+    for (int64_t j = 1; j < n; ++j)
+      if (cur[j] > cur[best]) best = j;
+    if (!(cur[best] >= min_score)) break;
+    keep.push_back(c.id[best]);
+    kept_scores.push_back(cur[best]);
+    const Box<T> a{c.x1[best], c.y1[best], c.x2[best], c.y2[best]};
+    const T aa = c.ar[best];
+    int64_t w = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      if (j == best) continue;
+      const Box<T> b{c.x1[j], c.y1[j], c.x2[j], c.y2[j]};
+      const T ov = iou(a, b, aa, c.ar[j]);
+      const T s = cur[j] * soft_nms_weight(p.method, ov, thr, sigma);
+      if (!(s >= min_score)) continue;  // dropped for good: scores only decay
+      c.x1[w] = c.x1[j], c.y1[w] = c.y1[j], c.x2[w] = c.x2[j], c.y2[w] = c.y2[j], c.ar[w] = c.ar[j];
+      c.id[w] = c.id[j];
+      cur[w] = s;
+      ++w;
+    }
+    n = w;
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> soft_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores,
+                                                double iou_threshold, double sigma, double score_threshold,
+                                                c10::string_view method) {
+  SoftNmsProblem p = prepare_soft_nms(boxes, scores, iou_threshold, sigma, score_threshold, method);
+  at::Tensor keep_t, scores_t;
+  AT_DISPATCH_FLOATING_TYPES(p.boxes.scalar_type(), "soft_nms_cpu", [&] {
+    std::vector<int64_t> keep;
+    std::vector<scalar_t> ks;
+    soft_nms_impl<scalar_t>(p, keep, ks);
+    keep_t = to_index_tensor(keep, boxes);
+    scores_t = at::empty({static_cast<int64_t>(ks.size())}, p.scores.options());
+    if (!ks.empty()) std::memcpy(scores_t.data_ptr<scalar_t>(), ks.data(), ks.size() * sizeof(scalar_t));
+  });
+  return {keep_t, scores_t.to(p.out_dtype)};
+}
+
+}  // namespace
+}  // namespace detops
+
+TORCH_LIBRARY_IMPL(detops, CPU, m) {
+  m.impl("nms", &detops::nms_cpu);
+  m.impl("batched_nms", &detops::batched_nms_cpu);
+  m.impl("multiclass_nms", &detops::multiclass_nms_cpu);
+  m.impl("soft_nms", &detops::soft_nms_cpu);
+}
