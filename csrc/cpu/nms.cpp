@@ -135,6 +135,71 @@ int64_t greedy_nms(Columns<T>& c, int64_t n, T thr, int64_t max_keep, int64_t* k
   return kept;
 }
 
+// The same greedy NMS with the sweeps pruned in space, for large n and iou_threshold >= 0 (where a pair that
+// does not intersect is never suppressed: its IoU is 0 or NaN). The boxes are re-sorted by x1, with a prefix
+// maximum of x2: every box that can intersect box a lies in the contiguous range [first with prefix max x2 >
+// a.x1, first with x1 >= a.x2), and both ends are binary searches. Sparse inputs sweep a small fraction of
+// the boxes; results are identical to greedy_nms (the skipped pairs have exactly zero intersection).
+template <typename T>
+struct XSorted {
+  std::vector<T> x1, y1, x2, y2, ar, pmx2;
+  std::vector<int32_t> rank, pos_of_rank;
+  std::vector<uint8_t> removed;
+};
+
+template <typename T>
+DETOPS_VECTOR_CLONES void suppress_ranked(const T* __restrict__ x1, const T* __restrict__ y1,
+                                          const T* __restrict__ x2, const T* __restrict__ y2,
+                                          const T* __restrict__ ar, const int32_t* __restrict__ rank,
+                                          uint8_t* __restrict__ removed, T ax1, T ay1, T ax2, T ay2, T aa, T thr,
+                                          int32_t r, int64_t begin, int64_t end) {
+  const Box<T> a{ax1, ay1, ax2, ay2};
+  for (int64_t j = begin; j < end; ++j) {
+    const Box<T> b{x1[j], y1[j], x2[j], y2[j]};
+    removed[j] |= static_cast<uint8_t>((rank[j] > r) & (iou_no_nan(a, b, aa, ar[j]) > thr));
+  }
+}
+
+template <typename T>
+int64_t greedy_nms_xsorted(const Columns<T>& c, int64_t n, T thr, int64_t max_keep, int64_t* keep) {
+  XSorted<T> s;
+  std::vector<int32_t> perm(static_cast<size_t>(n));
+  for (int64_t k = 0; k < n; ++k) perm[k] = static_cast<int32_t>(k);
+  std::sort(perm.begin(), perm.end(), [&](int32_t a, int32_t b) { return c.x1[a] < c.x1[b] || (c.x1[a] == c.x1[b] && a < b); });
+  s.x1.resize(n), s.y1.resize(n), s.x2.resize(n), s.y2.resize(n), s.ar.resize(n), s.pmx2.resize(n);
+  s.rank.resize(n), s.pos_of_rank.resize(n), s.removed.assign(n, 0);
+  for (int64_t q = 0; q < n; ++q) {
+    const int32_t k = perm[q];
+    s.x1[q] = c.x1[k], s.y1[q] = c.y1[k], s.x2[q] = c.x2[k], s.y2[q] = c.y2[k], s.ar[q] = c.ar[k];
+    s.rank[q] = k;
+    s.pos_of_rank[k] = static_cast<int32_t>(q);
+    s.pmx2[q] = q == 0 ? s.x2[q] : (s.pmx2[q - 1] < s.x2[q] ? s.x2[q] : s.pmx2[q - 1]);
+  }
+  int64_t kept = 0;
+  for (int32_t r = 0; r < n && kept < max_keep; ++r) {
+    const int64_t q = s.pos_of_rank[r];
+    if (s.removed[q]) continue;
+    keep[kept++] = c.id[r];
+    const T ax1 = s.x1[q], ax2 = s.x2[q];
+    const int64_t lo = std::partition_point(s.pmx2.begin(), s.pmx2.end(), [&](T v) { return !(v > ax1); }) -
+                       s.pmx2.begin();
+    const int64_t hi = std::partition_point(s.x1.begin(), s.x1.end(), [&](T v) { return v < ax2; }) - s.x1.begin();
+    if (lo < hi)
+      suppress_ranked<T>(s.x1.data(), s.y1.data(), s.x2.data(), s.y2.data(), s.ar.data(), s.rank.data(),
+                         s.removed.data(), ax1, s.y1[q], ax2, s.y2[q], s.ar[q], thr, r, lo, hi);
+  }
+  return kept;
+}
+
+// Picks the pruned sweep where it is exact (thr >= 0) and pays for its sort.
+constexpr int64_t kXSortedMin = 2048;
+template <typename T>
+int64_t run_nms(Columns<T>& c, int64_t n, T thr, int64_t max_keep, int64_t* keep) {
+  if (n >= kXSortedMin && thr >= T(0) && n < (int64_t(1) << 31))
+    return greedy_nms_xsorted(c, n, thr, max_keep, keep);
+  return greedy_nms(c, n, thr, max_keep, keep);
+}
+
 // Runs f(task, columns) for every task in [0, num_tasks) on a dynamic queue over the threads, so uneven
 // tasks (one crowded class, many sparse ones) still balance.
 template <typename T, typename F>
@@ -174,7 +239,7 @@ std::vector<int64_t> nms_impl(const NmsProblem& p) {
     for (int64_t k = b; k < e; ++k) cols.set(k, boxes + 4 * order[k].id, order[k].id);
   });
   std::vector<int64_t> keep(static_cast<size_t>(n));
-  keep.resize(static_cast<size_t>(greedy_nms(cols, n, threshold_as<T>(p.iou_threshold), n, keep.data())));
+  keep.resize(static_cast<size_t>(run_nms(cols, n, threshold_as<T>(p.iou_threshold), n, keep.data())));
   return keep;
 }
 
@@ -226,7 +291,7 @@ std::vector<int64_t> batched_nms_impl(const NmsProblem& p) {
     const int64_t s = seg_order[t], b = seg_start[s], len = seg_start[s + 1] - b;
     cols.resize(len);
     for (int64_t k = 0; k < len; ++k) cols.set(k, boxes + 4 * order[b + k].id, b + k);
-    kept_count[s] = greedy_nms(cols, len, thr, len, kept_pos.data() + b);
+    kept_count[s] = run_nms(cols, len, thr, len, kept_pos.data() + b);
   });
   std::vector<Cand<T>> kept;
   for (int64_t s = 0; s < segs; ++s)
@@ -282,7 +347,7 @@ void multiclass_impl(MulticlassProblem& p) {
     cols.resize(n);
     for (int64_t k = 0; k < n; ++k) cols.set(k, box_of(b, cand[k].id, c), k);
     std::vector<int64_t> keep(static_cast<size_t>(std::min(n, K)));
-    const int64_t nk = greedy_nms(cols, n, iou_thr, K, keep.data());
+    const int64_t nk = run_nms(cols, n, iou_thr, K, keep.data());
     auto& out = kept[t];
     out.resize(static_cast<size_t>(nk));
     for (int64_t k = 0; k < nk; ++k) out[k] = cand[keep[k]];
