@@ -26,6 +26,7 @@ from detops.boxes import (  # noqa: E402
 )
 from detops.coding import decode_boxes, encode_boxes  # noqa: E402
 from detops.nms import batched_nms, multiclass_nms, nms, soft_nms  # noqa: E402
+from detops.patch import patch_torchvision  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -48,4 +49,5 @@ __all__ = [
     "multiclass_nms",
     "nms",
     "soft_nms",
+    "patch_torchvision",
 ]
