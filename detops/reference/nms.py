@@ -256,3 +256,52 @@ def tutorial_detect_objects(
         all_labels.append(image_labels)
         all_scores.append(image_scores)
     return all_boxes, all_labels, all_scores
+
+
+# ---- the usual YOLO post-processing loop: per image, torchvision.ops.nms with the class-offset trick ----
+
+
+def yolo_non_max_suppression(
+    prediction: Tensor,
+    conf_thres: float = 0.25,
+    iou_thres: float = 0.45,
+    classes=None,
+    agnostic: bool = False,
+    multi_label: bool = False,
+    max_det: int = 300,
+    max_candidates: int = 30000,
+    head: Optional[str] = None,
+    max_wh: float = 7680.0,
+) -> List[Tensor]:
+    """The per-image loop YOLOv5-style code runs (no time limit): the baseline of detops.yolo."""
+    import torchvision
+
+    from detops.yolo import _head_layout, xywh_to_xyxy
+
+    head = _head_layout(prediction, head)
+    if head == "v8":
+        prediction = prediction.transpose(1, 2)
+    output = []
+    for x in prediction:
+        if head == "v5":
+            x = x[x[:, 4] > conf_thres]
+            scores = x[:, 5:] * x[:, 4:5]
+        else:
+            scores = x[:, 4:]
+        box = xywh_to_xyxy(x[:, :4])
+        if multi_label:
+            i, j = (scores > conf_thres).nonzero(as_tuple=False).T
+            x = torch.cat((box[i], scores[i, j, None], j[:, None].to(box.dtype)), 1)
+        else:
+            conf, j = scores.max(1, keepdim=True)
+            x = torch.cat((box, conf, j.to(box.dtype)), 1)[conf.view(-1) > conf_thres]
+        if classes is not None:
+            x = x[(x[:, 5:6] == torch.tensor(classes, device=x.device)).any(1)]
+        if not x.shape[0]:
+            output.append(x.new_zeros(0, 6))
+            continue
+        x = x[x[:, 4].argsort(descending=True, stable=True)[:max_candidates]]
+        c = x[:, 5:6] * (0 if agnostic else max_wh)
+        i = torchvision.ops.nms(x[:, :4] + c, x[:, 4], iou_thres)[:max_det]
+        output.append(x[i])
+    return output
