@@ -162,20 +162,68 @@ def bench_yolo(rows, g):
                      fmt(tt), fmt(td), tt / td))
 
 
+def bench_patch(rows, g):
+    """torchvision detectors' post-processing with and without detops.patch_torchvision (same outputs)."""
+    tvd = torchvision.models.detection
+
+    def compare(name, fn):
+        with torch.no_grad():
+            expected = fn()
+            with detops.patch_torchvision():
+                got = fn()
+                td = timeit(fn, reps=3)
+            tt = timeit(fn, reps=3)
+        same = all(torch.equal(a[k], b[k]) for a, b in zip(expected, got) for k in a) if isinstance(expected, list) \
+            and isinstance(expected[0], dict) else all(torch.equal(a, b) for a, b in zip(expected[0], got[0]))
+        rows.append(("patch_torchvision cpu", f"{name}{'' if same else ' (OUTPUTS DIFFER)'}", fmt(tt), fmt(td), tt / td))
+
+    # SSD300: postprocess_detections, 8 images, evaluation thresholds.
+    priors, locs, logits = ssd_inputs(8, g)
+    ssd = tvd.ssd300_vgg16(weights=None, weights_backbone=None, num_classes=21).eval()
+    ssd.score_thresh, ssd.nms_thresh, ssd.detections_per_img = 0.01, 0.45, 200
+    anchors = [detops.box_convert(priors, "cxcywh", "xyxy") * 300] * 8
+    head = {"bbox_regression": locs, "cls_logits": logits}
+    compare("ssd300_vgg16 postprocess_detections, 8 img", lambda: ssd.postprocess_detections(head, anchors, [(300, 300)] * 8))
+
+    # Faster R-CNN v2: RPN filter_proposals and roi_heads.postprocess_detections, 4 images of 800x800.
+    frcnn = tvd.fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None).eval()
+    b, levels = 4, [120000, 30000, 7500, 1875, 507]
+    a = sum(levels)
+    xy = torch.rand(b, a, 2, generator=g) * 760
+    props = torch.cat([xy, xy + torch.rand(b, a, 2, generator=g) * 200 + 4], -1)
+    obj = torch.randn(b, a, generator=g)
+    compare("fasterrcnn_resnet50_fpn_v2 rpn.filter_proposals, 4 img",
+            lambda: frcnn.rpn.filter_proposals(props, obj, [(800, 800)] * b, levels))
+    r = 1000
+    proposals = [props[i, :r] for i in range(b)]
+    cls_logits = torch.randn(b * r, 91, generator=g) * 3
+    box_reg = torch.randn(b * r, 91 * 4, generator=g) * 0.1
+    compare("fasterrcnn_resnet50_fpn_v2 roi_heads.postprocess_detections, 4 img",
+            lambda: frcnn.roi_heads.postprocess_detections(cls_logits, box_reg, proposals, [(800, 800)] * b))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="N up to 20k only")
     ap.add_argument("--no-tutorial", action="store_true", help="skip the slow tutorial baseline (~30 s)")
     ap.add_argument("--out", help="also write the table to this markdown file")
+    ap.add_argument("--only", choices=["nms", "batched", "multiclass", "yolo", "patch"], help="one section only")
     args = ap.parse_args()
     g = torch.Generator().manual_seed(0)
     rows = []
     sizes = [1000, 5000, 20000] if args.quick else [1000, 5000, 20000, 100000]
-    bench_nms(rows, sizes, "cpu", g)
-    bench_batched(rows, "cpu", g)
-    bench_multiclass(rows, g, tutorial=not args.no_tutorial)
-    bench_yolo(rows, g)
-    if torch.cuda.is_available():
+    run = lambda name: args.only in (None, name)  # noqa: E731
+    if run("nms"):
+        bench_nms(rows, sizes, "cpu", g)
+    if run("batched"):
+        bench_batched(rows, "cpu", g)
+    if run("multiclass"):
+        bench_multiclass(rows, g, tutorial=not args.no_tutorial)
+    if run("yolo"):
+        bench_yolo(rows, g)
+    if run("patch"):
+        bench_patch(rows, g)
+    if torch.cuda.is_available() and args.only is None:
         bench_nms(rows, sizes, "cuda", g)
         bench_batched(rows, "cuda", g)
         bench_multiclass_cuda(rows, g)

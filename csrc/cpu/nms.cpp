@@ -252,57 +252,69 @@ at::Tensor nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, double iou
 
 // ---- batched_nms ----
 
-template <typename T>
-struct ClassCand {
-  T score;
-  int64_t cls, id;
-};
-
+// One sort by rank over all boxes, then a stable counting sort into categories: each category is a contiguous
+// segment in rank order, and the kept flags, read back in rank order, are already the answer's order.
 template <typename T>
 std::vector<int64_t> batched_nms_impl(const NmsProblem& p) {
   const T* boxes = p.boxes.data_ptr<T>();
   const T* scores = p.scores.data_ptr<T>();
   const int64_t* idxs = p.idxs.data_ptr<int64_t>();
-  std::vector<ClassCand<T>> order;
+  std::vector<Cand<T>> order;
   order.reserve(static_cast<size_t>(p.n));
   for (int64_t i = 0; i < p.n; ++i)
-    if (nms_valid(boxes + 4 * i, scores[i])) order.push_back({scores[i], idxs[i], i});
-  // Category, then rank: each category is a contiguous segment in rank order.
-  std::sort(order.begin(), order.end(), [](const ClassCand<T>& a, const ClassCand<T>& b) {
-    if (a.cls != b.cls) return a.cls < b.cls;
-    return a.score > b.score || (a.score == b.score && a.id < b.id);
-  });
+    if (nms_valid(boxes + 4 * i, scores[i])) order.push_back({scores[i], i});
+  std::sort(order.begin(), order.end(), rank_before<T>);
   const int64_t n = static_cast<int64_t>(order.size());
-  std::vector<int64_t> seg_start;
-  for (int64_t k = 0; k < n; ++k)
-    if (k == 0 || order[k].cls != order[k - 1].cls) seg_start.push_back(k);
-  const int64_t segs = static_cast<int64_t>(seg_start.size());
-  seg_start.push_back(n);
-  // Largest segments first, so the queue's tail is short tasks.
-  std::vector<int64_t> seg_order(static_cast<size_t>(segs));
-  for (int64_t s = 0; s < segs; ++s) seg_order[s] = s;
-  std::stable_sort(seg_order.begin(), seg_order.end(), [&](int64_t a, int64_t b) {
-    return seg_start[a + 1] - seg_start[a] > seg_start[b + 1] - seg_start[b];
-  });
-  std::vector<int64_t> kept_pos(static_cast<size_t>(n));  // per segment: kept positions, from its start
-  std::vector<int64_t> kept_count(static_cast<size_t>(segs));
+  if (n == 0) return {};
+  // Dense category numbers: an offset when the categories span a small range, else ranks among the distinct
+  // values (any int64 category works, negative ones included).
+  std::vector<int64_t> dense(static_cast<size_t>(n));
+  int64_t lo = idxs[order[0].id], hi = lo;
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t c = idxs[order[r].id];
+    lo = std::min(lo, c), hi = std::max(hi, c);
+  }
+  int64_t ncls;
+  if (static_cast<uint64_t>(hi) - static_cast<uint64_t>(lo) < static_cast<uint64_t>(4 * n + 1024)) {
+    ncls = hi - lo + 1;
+    for (int64_t r = 0; r < n; ++r) dense[r] = idxs[order[r].id] - lo;
+  } else {
+    std::vector<int64_t> distinct(static_cast<size_t>(n));
+    for (int64_t r = 0; r < n; ++r) distinct[r] = idxs[order[r].id];
+    std::sort(distinct.begin(), distinct.end());
+    distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+    ncls = static_cast<int64_t>(distinct.size());
+    for (int64_t r = 0; r < n; ++r)
+      dense[r] = std::lower_bound(distinct.begin(), distinct.end(), idxs[order[r].id]) - distinct.begin();
+  }
+  std::vector<int64_t> start(static_cast<size_t>(ncls + 1), 0);
+  for (int64_t r = 0; r < n; ++r) ++start[dense[r] + 1];
+  for (int64_t c = 0; c < ncls; ++c) start[c + 1] += start[c];
+  std::vector<int64_t> slot(static_cast<size_t>(n));  // rank positions, grouped by category, rank order within
+  {
+    std::vector<int64_t> fill(start.begin(), start.end() - 1);
+    for (int64_t r = 0; r < n; ++r) slot[fill[dense[r]]++] = r;
+  }
+  // Non-empty categories, largest first, so the queue's tail is short tasks.
+  std::vector<int64_t> segs;
+  for (int64_t c = 0; c < ncls; ++c)
+    if (start[c + 1] > start[c]) segs.push_back(c);
+  std::stable_sort(segs.begin(), segs.end(),
+                   [&](int64_t a, int64_t b) { return start[a + 1] - start[a] > start[b + 1] - start[b]; });
+  std::vector<uint8_t> kept(static_cast<size_t>(n), 0);
   const T thr = threshold_as<T>(p.iou_threshold);
-  parallel_tasks<T>(segs, [&](int64_t t, Columns<T>& cols) {
-    const int64_t s = seg_order[t], b = seg_start[s], len = seg_start[s + 1] - b;
+  parallel_tasks<T>(static_cast<int64_t>(segs.size()), [&](int64_t t, Columns<T>& cols) {
+    const int64_t c = segs[t], b = start[c], len = start[c + 1] - b;
     cols.resize(len);
-    for (int64_t k = 0; k < len; ++k) cols.set(k, boxes + 4 * order[b + k].id, b + k);
-    kept_count[s] = run_nms(cols, len, thr, len, kept_pos.data() + b);
+    for (int64_t k = 0; k < len; ++k) cols.set(k, boxes + 4 * order[slot[b + k]].id, slot[b + k]);
+    std::vector<int64_t> keep(static_cast<size_t>(len));
+    const int64_t nk = run_nms(cols, len, thr, len, keep.data());
+    for (int64_t k = 0; k < nk; ++k) kept[keep[k]] = 1;  // distinct ranks: no two tasks write one byte
   });
-  std::vector<Cand<T>> kept;
-  for (int64_t s = 0; s < segs; ++s)
-    for (int64_t k = 0; k < kept_count[s]; ++k) {
-      const auto& e = order[kept_pos[seg_start[s] + k]];
-      kept.push_back({e.score, e.id});
-    }
-  std::sort(kept.begin(), kept.end(), rank_before<T>);
-  std::vector<int64_t> keep(kept.size());
-  for (size_t k = 0; k < kept.size(); ++k) keep[k] = kept[k].id;
-  return keep;
+  std::vector<int64_t> out;
+  for (int64_t r = 0; r < n; ++r)
+    if (kept[r]) out.push_back(order[r].id);
+  return out;
 }
 
 at::Tensor batched_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
