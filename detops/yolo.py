@@ -48,40 +48,47 @@ def candidates(prediction: Tensor, conf_thres: float, multi_label: bool, classes
     """(image, box xywh, confidence, class) of every candidate above the threshold, for the whole batch."""
     if head == "v8":
         pred = prediction.transpose(1, 2)
+        img_of, box_of = None, None
         xywh, scores = pred[..., :4], pred[..., 4:]
-        obj_ok = None
     else:
-        xywh, obj = prediction[..., :4], prediction[..., 4:5]
-        scores = prediction[..., 5:] * obj
-        obj_ok = obj[..., 0] > conf_thres
+        # Objectness first (as YOLOv5 does): only the rows that pass it have their class scores formed.
+        img_of, box_of = torch.nonzero(prediction[..., 4] > conf_thres, as_tuple=True)
+        rows = prediction[img_of, box_of]
+        xywh, scores = rows[:, :4], rows[:, 5:] * rows[:, 4:5]
     if scores.shape[-1] == 0:
         raise ValueError("prediction has no class channels")
     if multi_label:
-        mask = scores > conf_thres
-        if obj_ok is not None:
-            mask &= obj_ok[..., None]
-        img, box, cls = torch.nonzero(mask, as_tuple=True)
-        conf = scores[img, box, cls]
+        where = torch.nonzero(scores > conf_thres, as_tuple=True)
+        cls = where[-1]
+        conf = scores[where]
+        box_xywh = xywh[where[:-1]]
     else:
         best, cls_all = scores.max(dim=-1)
-        mask = best > conf_thres
-        if obj_ok is not None:
-            mask &= obj_ok
-        img, box = torch.nonzero(mask, as_tuple=True)
-        conf, cls = best[img, box], cls_all[img, box]
+        where = torch.nonzero(best > conf_thres, as_tuple=True)
+        conf, cls = best[where], cls_all[where]
+        box_xywh = xywh[where]
+    img = where[0] if img_of is None else img_of[where[0]]
     if classes is not None:
         ok = torch.isin(cls, torch.as_tensor(list(classes), device=cls.device))
-        img, box, cls, conf = img[ok], box[ok], cls[ok], conf[ok]
-    return img, xywh[img, box], conf, cls
+        img, box_xywh, cls, conf = img[ok], box_xywh[ok], cls[ok], conf[ok]
+    return img, box_xywh, conf, cls
 
 
 def _first_per_image(img: Tensor, order: Tensor, limit: int, batch: int) -> Tensor:
-    """The first `limit` entries of each image in `order` (already ranked within images), image-major."""
-    order = order[torch.sort(img[order], stable=True).indices]
-    counts = torch.bincount(img[order], minlength=batch)
+    """The first `limit` entries of each image in `order` (ranked), grouped image-major, rank kept within.
+
+    A counting sort over the (few) images: a cumulative count per image gives each entry its place, so no
+    general sort is needed (ATen's parallel sort is slow on a busy 2-core machine).
+    """
+    key = img[order]
+    counts = torch.bincount(key, minlength=batch)
     starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(order.numel(), device=order.device) - starts[img[order]]
-    return order[rank < limit]
+    onehot = torch.nn.functional.one_hot(key, batch)
+    within = torch.cumsum(onehot, 0).gather(1, key[:, None]).squeeze(1) - 1  # rank inside its image
+    grouped = torch.empty_like(order)
+    grouped[starts[key] + within] = order
+    keep = torch.arange(order.numel(), device=order.device) - starts[img[grouped]] < limit
+    return grouped[keep]
 
 
 def non_max_suppression(
@@ -119,7 +126,7 @@ def non_max_suppression(
     batch = prediction.shape[0]
     num_classes = prediction.shape[1] - 4 if head == "v8" else prediction.shape[2] - 5
     img, xywh, conf, cls = candidates(prediction, conf_thres, multi_label, classes, head)
-    if conf.numel() > 0 and max_candidates < conf.numel():
+    if conf.numel() > max_candidates and int(torch.bincount(img, minlength=batch).max()) > max_candidates:
         ranked = torch.sort(conf, descending=True, stable=True).indices
         sel = _first_per_image(img, ranked, max_candidates, batch)
         sel = torch.sort(sel).values
