@@ -51,10 +51,18 @@ def candidates(prediction: Tensor, conf_thres: float, multi_label: bool, classes
         img_of, box_of = None, None
         xywh, scores = pred[..., :4], pred[..., 4:]
     else:
-        # Objectness first (as YOLOv5 does): only the rows that pass it have their class scores formed.
-        img_of, box_of = torch.nonzero(prediction[..., 4] > conf_thres, as_tuple=True)
-        rows = prediction[img_of, box_of]
-        xywh, scores = rows[:, :4], rows[:, 5:] * rows[:, 4:5]
+        obj_ok = prediction[..., 4] > conf_thres
+        n_ok = int(obj_ok.sum())
+        if 2 * n_ok < obj_ok.numel():
+            # Few rows pass objectness (as YOLOv5 filters first): gather them, then form their class scores.
+            img_of, box_of = torch.nonzero(obj_ok, as_tuple=True)
+            rows = prediction[img_of, box_of]
+            xywh, scores = rows[:, :4], rows[:, 5:] * rows[:, 4:5]
+        else:
+            # Most rows pass: score the whole tensor in place of a large gather; failing rows score 0.
+            img_of, box_of = None, None
+            xywh = prediction[..., :4]
+            scores = prediction[..., 5:] * (prediction[..., 4:5] * obj_ok[..., None])
     if scores.shape[-1] == 0:
         raise ValueError("prediction has no class channels")
     if multi_label:
@@ -83,8 +91,8 @@ def _first_per_image(img: Tensor, order: Tensor, limit: int, batch: int) -> Tens
     key = img[order]
     counts = torch.bincount(key, minlength=batch)
     starts = torch.cumsum(counts, 0) - counts
-    onehot = torch.nn.functional.one_hot(key, batch)
-    within = torch.cumsum(onehot, 0).gather(1, key[:, None]).squeeze(1) - 1  # rank inside its image
+    member = key[None, :] == torch.arange(batch, device=key.device)[:, None]  # [batch, n], rows contiguous
+    within = torch.cumsum(member, 1).gather(0, key[None, :]).squeeze(0) - 1  # rank inside its image
     grouped = torch.empty_like(order)
     grouped[starts[key] + within] = order
     keep = torch.arange(order.numel(), device=order.device) - starts[img[grouped]] < limit
