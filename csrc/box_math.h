@@ -65,8 +65,9 @@ DETOPS_HD T iou(const Box<T>& a, const Box<T>& b, T area_a, T area_b) {
   return inter / (area_a + area_b - inter);
 }
 
-// iou() for boxes known to hold no NaN (the CPU matching kernel checks its inputs first): the same operations
-// and the same result bit for bit, without the NaN tests, so a loop over boxes vectorises.
+// iou() for boxes known to hold no NaN coordinate (matching and NMS check their inputs first): the same
+// arithmetic and result bit for bit, with plain comparisons that compile to vector min/max, so loops over
+// boxes vectorise.
 template <typename T>
 DETOPS_HD T iou_no_nan(const Box<T>& a, const Box<T>& b, T area_a, T area_b) {
   T w = (a.x2 < b.x2 ? a.x2 : b.x2) - (a.x1 > b.x1 ? a.x1 : b.x1);
