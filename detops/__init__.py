@@ -26,10 +26,13 @@ from detops.boxes import (  # noqa: E402
 )
 from detops.coding import decode_boxes, encode_boxes  # noqa: E402
 from detops.matching import hard_negative_mining, match_boxes, match_priors  # noqa: E402
+from detops.nms import batched_nms, multiclass_nms, nms, soft_nms  # noqa: E402
+from detops.patch import patch_torchvision  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "batched_nms",
     "box_area",
     "box_convert",
     "box_iof",
@@ -47,4 +50,8 @@ __all__ = [
     "hard_negative_mining",
     "match_boxes",
     "match_priors",
+    "multiclass_nms",
+    "nms",
+    "patch_torchvision",
+    "soft_nms",
 ]

@@ -78,3 +78,49 @@ def _match_boxes_fake(match_quality_matrix, high_threshold, low_threshold, allow
 def _hard_negative_mining_fake(conf_loss, positives, neg_pos_ratio=3):
     torch._check(conf_loss.dim() == 2, lambda: "conf_loss must have shape [B, P]")
     return positives.new_empty(conf_loss.shape, dtype=torch.bool)
+
+
+# ---- nms (csrc/ops/nms.cpp) ----
+
+
+def _check_nms_args(boxes, scores):
+    torch._check(boxes.dim() == 2 and boxes.shape[1] == 4, lambda: f"boxes must have shape [N, 4], got {list(boxes.shape)}")
+    torch._check(scores.dim() == 1 and scores.shape[0] == boxes.shape[0], lambda: "scores must have shape [N]")
+
+
+def _dynamic_index_tensor(boxes):
+    n = torch.library.get_ctx().new_dynamic_size()
+    return boxes.new_empty((n,), dtype=torch.int64)
+
+
+@register_fake("detops::nms")
+def _nms_fake(boxes, scores, iou_threshold):
+    _check_nms_args(boxes, scores)
+    return _dynamic_index_tensor(boxes)
+
+
+@register_fake("detops::batched_nms")
+def _batched_nms_fake(boxes, scores, idxs, iou_threshold):
+    _check_nms_args(boxes, scores)
+    return _dynamic_index_tensor(boxes)
+
+
+@register_fake("detops::multiclass_nms")
+def _multiclass_nms_fake(boxes, scores, score_threshold, iou_threshold, max_detections, background_class=-1,
+                         max_candidates_per_class=-1):
+    torch._check(scores.dim() == 3, lambda: f"scores must have shape [B, P, C], got {list(scores.shape)}")
+    b = scores.shape[0]
+    k = max_detections
+    return (
+        scores.new_empty((b, k, 4), dtype=scores.dtype),
+        scores.new_empty((b, k), dtype=scores.dtype),
+        scores.new_empty((b, k), dtype=torch.int64),
+        scores.new_empty((b,), dtype=torch.int64),
+    )
+
+
+@register_fake("detops::soft_nms")
+def _soft_nms_fake(boxes, scores, iou_threshold=0.3, sigma=0.5, score_threshold=0.001, method="gaussian"):
+    _check_nms_args(boxes, scores)
+    n = torch.library.get_ctx().new_dynamic_size()
+    return boxes.new_empty((n,), dtype=torch.int64), scores.new_empty((n,))

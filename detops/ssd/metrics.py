@@ -9,8 +9,9 @@ tutorial reports) or the all-point area under the interpolated precision curve (
 
 Conventions:
     - The 11 recall thresholds are the exact fractions k/10 (integer comparison ``10 * TP >= k * n_pos``).
-    - A class with no non-difficult ground-truth box has no AP: its entry is NaN and it is left out of the
-      mean, as in the devkit. The mAP is NaN when no class has a box.
+    - A class with no non-difficult ground-truth box has no AP (recall is undefined): its entry is NaN and
+      it is left out of the mean, so the mAP is over the classes present. The mAP is NaN when no class has
+      a box.
     - Detections labelled 0 (background; the tutorial's ``detect_objects`` returns one such placeholder for an
       image with no detection) are ignored. Labels must otherwise be in ``1 .. n_classes - 1``.
     - Boxes may be fractional or absolute (IoU does not care) as long as detections and ground truth agree.
