@@ -1,8 +1,7 @@
 """The one place the SSD model/training code imports the pieces other modules provide (priors, loss, NMS,
-data, metrics). TEMPORARY indirection: NMS points at detops/ssd/_interim.py until detops.multiclass_nms is
-merged."""
+data, metrics), so model.py, train.py, evaluate.py and demo.py name them in one way."""
 
-from detops.ssd._interim import multiclass_nms  # noqa: F401
+from detops.nms import multiclass_nms  # noqa: F401
 from detops.ssd.loss import MultiBoxLoss  # noqa: F401
 from detops.ssd.metrics import voc_map  # noqa: F401
 from detops.ssd.priors import prior_boxes, ssd300_prior_boxes  # noqa: F401
