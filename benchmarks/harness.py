@@ -27,14 +27,15 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def measure(fn, device="cpu", min_time=0.5, max_runs=50, warmup=2):
-    """Median wall time of fn() in milliseconds, after warm-up; runs until min_time or max_runs."""
+def measure(fn, device="cpu", min_time=0.5, max_runs=50, warmup=1):
+    """Median wall time of fn() in milliseconds, after warm-up; runs until min_time or max_runs (a call slower
+    than min_time is timed once: the slow baselines take seconds)."""
     for _ in range(warmup):
         fn()
     _sync(device)
     times = []
     start = time.perf_counter()
-    while len(times) < 3 or (time.perf_counter() - start < min_time and len(times) < max_runs):
+    while not times or (time.perf_counter() - start < min_time and len(times) < max_runs):
         t0 = time.perf_counter()
         fn()
         _sync(device)

@@ -154,39 +154,73 @@ struct CodingWeights {
   float wx, wy, ww, wh;
 };
 
-// Deltas of g against an anchor given in center-size form (acx, acy, aw, ah), as SSD's priors are: the
-// tutorial's cxcy_to_gcxgcy(xy_to_cxcy(g), prior) with variances (0.1, 0.2) = weights (10, 10, 5, 5).
+// Each coding formula comes in two stages around its transcendental function (log to encode, exp to
+// decode), so the CPU kernels can run that function over whole arrays with ATen's vectorised log/exp; the
+// CUDA kernels and encode_box_center/decode_box simply chain the stages.
+
+// Encode, stage 1: dx and dy into out[0..1], and the size ratios gw/aw, gh/ah whose logs are dw/ww, dh/wh.
+// The anchor comes in center-size form (acx, acy, aw, ah), as SSD's priors do.
 template <typename T>
-DETOPS_HD void encode_box_center(const Box<T>& g, T acx, T acy, T aw, T ah, CodingWeights w, T* out) {
+DETOPS_HD void encode_box_ratios(const Box<T>& g, T acx, T acy, T aw, T ah, CodingWeights w, T* out, T& rw, T& rh) {
   const T gw = g.x2 - g.x1, gh = g.y2 - g.y1;
   const T gcx = g.x1 + T(0.5) * gw, gcy = g.y1 + T(0.5) * gh;
   out[0] = T(w.wx) * (gcx - acx) / aw;
   out[1] = T(w.wy) * (gcy - acy) / ah;
-  out[2] = T(w.ww) * log(gw / aw);
-  out[3] = T(w.wh) * log(gh / ah);
+  rw = gw / aw;
+  rh = gh / ah;
+}
+
+// Deltas of g against an anchor in center-size form: the tutorial's cxcy_to_gcxgcy(xy_to_cxcy(g), prior)
+// with variances (0.1, 0.2) = weights (10, 10, 5, 5).
+template <typename T>
+DETOPS_HD void encode_box_center(const Box<T>& g, T acx, T acy, T aw, T ah, CodingWeights w, T* out) {
+  T rw, rh;
+  encode_box_ratios(g, acx, acy, aw, ah, w, out, rw, rh);
+  out[2] = T(w.ww) * log(rw);
+  out[3] = T(w.wh) * log(rh);
+}
+
+template <typename T>
+DETOPS_HD void anchor_center_size(const Box<T>& a, T& acx, T& acy, T& aw, T& ah) {
+  aw = a.x2 - a.x1, ah = a.y2 - a.y1;
+  acx = a.x1 + T(0.5) * aw, acy = a.y1 + T(0.5) * ah;
 }
 
 template <typename T>
 DETOPS_HD void encode_box(const Box<T>& g, const Box<T>& a, CodingWeights w, T* out) {
-  const T aw = a.x2 - a.x1, ah = a.y2 - a.y1;
-  encode_box_center(g, a.x1 + T(0.5) * aw, a.y1 + T(0.5) * ah, aw, ah, w, out);
+  T acx, acy, aw, ah;
+  anchor_center_size(a, acx, acy, aw, ah);
+  encode_box_center(g, acx, acy, aw, ah, w, out);
 }
 
-// dw and dh are clamped from above only (torchvision's bbox_xform_clip); clamp = +inf disables it.
+// Decode, stage 1: the log-scale factors dw/ww and dh/wh, clamped from above only (torchvision's
+// bbox_xform_clip; clamp = +inf disables it; NaN stays NaN, as torch.clamp(max=...)).
 template <typename T>
-DETOPS_HD void decode_box(const T* d, const Box<T>& a, CodingWeights w, T clamp, T* out) {
-  const T aw = a.x2 - a.x1, ah = a.y2 - a.y1;
-  const T acx = a.x1 + T(0.5) * aw, acy = a.y1 + T(0.5) * ah;
-  const T dx = d[0] / T(w.wx), dy = d[1] / T(w.wy);
-  T dw = d[2] / T(w.ww), dh = d[3] / T(w.wh);
-  dw = dw > clamp ? clamp : dw;  // NaN stays NaN, as torch.clamp(max=...)
+DETOPS_HD void decode_box_log_scales(const T* d, CodingWeights w, T clamp, T& dw, T& dh) {
+  dw = d[2] / T(w.ww);
+  dh = d[3] / T(w.wh);
+  dw = dw > clamp ? clamp : dw;
   dh = dh > clamp ? clamp : dh;
-  const T cx = dx * aw + acx, cy = dy * ah + acy;
-  const T pw = exp(dw) * aw, ph = exp(dh) * ah;
+}
+
+// Decode, stage 2: the xyxy box from the deltas' dx, dy and the scale factors sw = exp(dw), sh = exp(dh).
+template <typename T>
+DETOPS_HD void decode_box_scaled(const T* d, const Box<T>& a, CodingWeights w, T sw, T sh, T* out) {
+  T acx, acy, aw, ah;
+  anchor_center_size(a, acx, acy, aw, ah);
+  const T cx = d[0] / T(w.wx) * aw + acx, cy = d[1] / T(w.wy) * ah + acy;
+  const T pw = sw * aw, ph = sh * ah;
   out[0] = cx - T(0.5) * pw;
   out[1] = cy - T(0.5) * ph;
   out[2] = cx + T(0.5) * pw;
   out[3] = cy + T(0.5) * ph;
+}
+
+template <typename T>
+DETOPS_HD void decode_box(const T* d, const Box<T>& a, CodingWeights w, T clamp, T* out) {
+  T dw, dh;
+  decode_box_log_scales(d, w, clamp, dw, dh);
+  decode_box_scaled(d, a, w, T(exp(dw)), T(exp(dh)), out);
 }
 
 }  // namespace detops

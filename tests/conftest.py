@@ -16,3 +16,14 @@ def pytest_collection_modifyitems(config, items):
 def gen():
     """A seeded generator: every test sees the same random boxes on every run."""
     return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module: small convolutions and elementwise ops on tiny images gain nothing
+    from a second thread, and on a loaded 2-core machine OpenMP's spinning threads make them several times
+    slower. Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

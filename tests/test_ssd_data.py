@@ -23,13 +23,7 @@ from detops.ssd.voc import VOC_CLASSES, VOCDataset, collate_fn, parse_voc_annota
 N_TRAIN, N_TEST, SIZE = 24, 8, 160
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Elementwise ops on small images are dominated by thread start-up on a loaded 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

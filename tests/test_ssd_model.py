@@ -7,14 +7,7 @@ import torchvision
 from detops.ssd.model import SSD300, L2Norm, VGGBase, load_vgg16_weights
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small convolutions gain nothing from a second thread, and on a shared CI machine OpenMP's spinning
-    # threads make them several times slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)

@@ -9,13 +9,7 @@ from detops.reference.voc_map import voc_map as reference_voc_map
 from detops.ssd.metrics import MeanAveragePrecision, format_ap_table, voc_map
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: thread start-up would dominate on a loaded 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _random_case(seed, n_images=12, n_classes=5, quantise_scores=False):

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "box_math.h"
+#include "cpu/large_output.h"
 #include "ops/boxes.h"
 
 namespace detops {
@@ -78,7 +79,8 @@ void pairwise_dispatch_mode(PairwiseProblem& p) {
 }
 
 at::Tensor box_iou_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode, double eps) {
-  PairwiseProblem p = prepare_pairwise(boxes1, boxes2, mode, eps);
+  PairwiseProblem p = prepare_pairwise(boxes1, boxes2, mode, eps, /*allocate_out=*/false);
+  p.out = empty_large_cpu({p.batch, p.n, p.m}, p.a.options());
   if (p.out.numel() > 0) {
     AT_DISPATCH_FLOATING_TYPES(p.a.scalar_type(), "box_iou_cpu", [&] { pairwise_dispatch_mode<scalar_t>(p); });
   }

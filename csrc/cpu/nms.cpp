@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "box_math.h"
+#include "cpu/vectorize.h"
 #include "ops/nms.h"
 
 namespace detops {
@@ -56,13 +57,7 @@ struct Columns {
 };
 
 // Marks removed[j] for j in [begin, end) whose IoU with box a (area aa) is > thr. Branch-free, so it
-// vectorises; on x86-64 an AVX2 clone is chosen at load time where the CPU has it (the default build flags
-// only allow SSE2).
-#if defined(__x86_64__) && defined(__GNUC__)
-#define DETOPS_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define DETOPS_VECTOR_CLONES
-#endif
+// vectorises (an AVX2 clone too: cpu/vectorize.h).
 
 template <typename T>
 DETOPS_VECTOR_CLONES int64_t suppress_sweep(const T* __restrict__ x1, const T* __restrict__ y1,

@@ -45,7 +45,7 @@ static at::Tensor as_batched(const at::Tensor& t, at::IntArrayRef lead, int64_t 
 }
 
 PairwiseProblem prepare_pairwise(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode,
-                                 double eps) {
+                                 double eps, bool allocate_out) {
   check_pair(boxes1, boxes2, 2);
   PairwiseProblem p;
   p.mode = parse_iou_mode(mode);
@@ -71,7 +71,7 @@ PairwiseProblem prepare_pairwise(const at::Tensor& boxes1, const at::Tensor& box
   p.out_shape.push_back(p.n);
   p.out_shape.push_back(p.m);
   p.out_dtype = result_dtype(boxes1.scalar_type(), /*keep_reduced_float=*/false);
-  p.out = at::empty({p.batch, p.n, p.m}, p.a.options());
+  if (allocate_out) p.out = at::empty({p.batch, p.n, p.m}, p.a.options());
   return p;
 }
 

@@ -23,8 +23,10 @@ struct PairwiseProblem {
   std::vector<int64_t> out_shape;   // [..., N, M]
   at::ScalarType out_dtype;
 };
+// allocate_out=false leaves p.out for the kernel to allocate (the CPU kernel backs large outputs with huge
+// pages: cpu/large_output.h).
 PairwiseProblem prepare_pairwise(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode,
-                                 double eps);
+                                 double eps, bool allocate_out = true);
 at::Tensor finish_pairwise(PairwiseProblem& p);
 
 // boxes1[..., 4], boxes2[..., 4] of one shape (broadcast) -> out[...].
