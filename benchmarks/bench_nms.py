@@ -1,6 +1,6 @@
 """NMS family benchmarks against torchvision and the SSD tutorial's loop, in one run; prints a markdown table.
 
-    PYTHONPATH=. python benchmarks/bench_nms.py [--quick] [--no-tutorial] [--out benchmarks/RESULTS_nms.md]
+    PYTHONPATH=. python benchmarks/bench_nms.py [--quick] [--no-tutorial] [--out table.md]
 
 Box distributions: "sparse" (random boxes up to 30 px in a 1000 px image, most kept) and "clustered" (jittered
 copies of 40 objects, most suppressed). Times are the best of several runs (one run where the baseline takes
