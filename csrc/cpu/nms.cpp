@@ -218,8 +218,9 @@ at::Tensor to_index_tensor(const std::vector<int64_t>& v, const at::Tensor& like
 
 // ---- nms ----
 
+// The boxes that can be kept (no NaN score or coordinate), sorted by rank: decreasing score, ties by index.
 template <typename T>
-std::vector<int64_t> nms_impl(const NmsProblem& p) {
+std::vector<Cand<T>> ranked_candidates(const NmsProblem& p) {
   const T* boxes = p.boxes.data_ptr<T>();
   const T* scores = p.scores.data_ptr<T>();
   std::vector<Cand<T>> order;
@@ -227,6 +228,13 @@ std::vector<int64_t> nms_impl(const NmsProblem& p) {
   for (int64_t i = 0; i < p.n; ++i)
     if (nms_valid(boxes + 4 * i, scores[i])) order.push_back({scores[i], i});
   std::sort(order.begin(), order.end(), rank_before<T>);
+  return order;
+}
+
+template <typename T>
+std::vector<int64_t> nms_impl(const NmsProblem& p) {
+  const T* boxes = p.boxes.data_ptr<T>();
+  const std::vector<Cand<T>> order = ranked_candidates<T>(p);
   const int64_t n = static_cast<int64_t>(order.size());
   Columns<T> cols;
   cols.resize(n);
@@ -252,13 +260,8 @@ at::Tensor nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, double iou
 template <typename T>
 std::vector<int64_t> batched_nms_impl(const NmsProblem& p) {
   const T* boxes = p.boxes.data_ptr<T>();
-  const T* scores = p.scores.data_ptr<T>();
   const int64_t* idxs = p.idxs.data_ptr<int64_t>();
-  std::vector<Cand<T>> order;
-  order.reserve(static_cast<size_t>(p.n));
-  for (int64_t i = 0; i < p.n; ++i)
-    if (nms_valid(boxes + 4 * i, scores[i])) order.push_back({scores[i], i});
-  std::sort(order.begin(), order.end(), rank_before<T>);
+  const std::vector<Cand<T>> order = ranked_candidates<T>(p);
   const int64_t n = static_cast<int64_t>(order.size());
   if (n == 0) return {};
   // Dense category numbers: an offset when the categories span a small range, else ranks among the distinct
