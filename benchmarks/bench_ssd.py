@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from detops.ssd import _deps
+from detops.ssd.loss import MultiBoxLoss
 from detops.ssd.model import SSD300
 
 
@@ -65,7 +65,7 @@ def bench_training(backbone, batch, device, amp, reps):
     images = torch.randn(batch, 3, size, size, device=device)
     boxes, labels = _targets(batch, 21, device)
     priors = model.priors_cxcy
-    detops_loss = _deps.MultiBoxLoss(priors).to(device)
+    detops_loss = MultiBoxLoss(priors).to(device)
 
     def tutorial(locs, scores, b, l):
         return tutorial_multibox_loss(locs, scores, b, l, priors)

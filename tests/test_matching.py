@@ -213,6 +213,16 @@ def test_match_boxes_equals_torchvision(allow, seed):
             assert torch.equal(got, ref.match_boxes(q, high, low, allow))
 
 
+@pytest.mark.parametrize("allow", [False, True])
+def test_match_boxes_nan_quality_equals_torchvision(allow):
+    # torch.max picks a NaN as the maximum, and a NaN is neither below low nor between the thresholds: the
+    # prior keeps that object, as torchvision's Matcher does.
+    q = torch.tensor([[0.1, float("nan"), 0.2, 0.9, 0.35], [0.8, 0.1, float("nan"), 0.2, 0.1]])
+    got = detops.match_boxes(q, 0.7, 0.3, allow)
+    assert torch.equal(got, tv_matcher(q, 0.7, 0.3, allow))
+    assert got[1].item() == 0 and got[2].item() == 1
+
+
 def test_match_boxes_batched_and_empty():
     gen = torch.Generator().manual_seed(7)
     q = torch.rand(2, 3, 5, 40, generator=gen).round(decimals=1)

@@ -11,7 +11,9 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from detops import cli
-from detops.ssd import _deps
+from detops.ssd.synthetic import generate_voc_dataset
+from detops.ssd.transforms import ssd_transforms
+from detops.ssd.voc import VOCDataset
 from detops.ssd.demo import CachedDataset
 from detops.ssd.train import TrainConfig, Trainer, build_model, load_model, save_atomic
 
@@ -25,14 +27,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("synthetic"))
-    _deps.generate_voc_dataset(root, n_train=16, n_test=4, image_size=96, seed=0, classes=CLASSES)
+    generate_voc_dataset(root, n_train=16, n_test=4, image_size=96, seed=0, classes=CLASSES)
     return root
 
 
 @pytest.fixture(scope="module")
 def cached(data):
     torch.manual_seed(0)
-    return CachedDataset(_deps.VOCDataset(data, "train", classes=CLASSES), 160, augment=True)
+    return CachedDataset(VOCDataset(data, "train", classes=CLASSES), 160, augment=True)
 
 
 def _cfg(**kw):
@@ -119,7 +121,7 @@ def _ddp_worker(rank, world, port, data, out):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dataset = _deps.VOCDataset(data, "train", transforms=_deps.ssd_transforms(False, size=160), classes=CLASSES)
+    dataset = VOCDataset(data, "train", transforms=ssd_transforms(False, size=160), classes=CLASSES)
     trainer = Trainer(_model(seed=rank), dataset, _cfg(epochs=1, batch_size=4), device="cpu",
                       checkpoint_path=os.path.join(out, "ddp.pt"))
     assert trainer.distributed and trainer.steps_per_epoch == 2  # 16 images / 2 ranks / batch 4

@@ -168,31 +168,8 @@ at::Tensor match_boxes_cpu(const at::Tensor& quality, double high, double low, b
             row_max[g] = best;
           }
         }
-        for (int64_t p = 0; p < m.P; ++p) {
-          // torch.max(dim=0): the first maximum; a NaN is the maximum (the first NaN).
-          scalar_t best = qn[p];
-          int64_t best_g = 0;
-          for (int64_t g = 1; g < m.G && best == best; ++g) {
-            const scalar_t v = qn[g * m.P + p];
-            if (v > best || v != v) {
-              best = v;
-              best_g = g;
-            }
-          }
-          int64_t r = best_g;
-          if (best < lo)
-            r = -1;
-          else if (best < hi)
-            r = -2;
-          if (r < 0 && m.allow_low_quality) {
-            for (int64_t g = 0; g < m.G; ++g)
-              if (qn[g * m.P + p] == row_max[g]) {
-                r = best_g;
-                break;
-              }
-          }
-          on[p] = r;
-        }
+        for (int64_t p = 0; p < m.P; ++p)
+          on[p] = matcher_decision(qn, m.G, m.P, p, row_max.data(), hi, lo, m.allow_low_quality);
       }
     });
   });

@@ -218,29 +218,7 @@ __global__ void matcher_kernel(const T* __restrict__ q, const T* __restrict__ ro
       out[i] = -1;
       continue;
     }
-    const T* qn = q + n * G * P;
-    T best = qn[p];
-    int64_t best_g = 0;
-    for (int64_t g = 1; g < G && best == best; ++g) {
-      const T v = qn[g * P + p];
-      if (v > best || v != v) {
-        best = v;
-        best_g = g;
-      }
-    }
-    int64_t r = best_g;
-    if (best < low)
-      r = -1;
-    else if (best < high)
-      r = -2;
-    if (r < 0 && allow_low) {
-      for (int64_t g = 0; g < G; ++g)
-        if (qn[g * P + p] == row_max[n * G + g]) {
-          r = best_g;
-          break;
-        }
-    }
-    out[i] = r;
+    out[i] = matcher_decision(q + n * G * P, G, P, p, row_max + n * G, high, low, allow_low);
   }
 }
 

@@ -27,6 +27,30 @@ MatchProblem prepare_match_priors(const at::Tensor& gt_boxes, const at::Tensor& 
 // counts in [0, G], labels >= 0, no NaN coordinate, x2 >= x1 and y2 >= y1 for every real object.
 void check_match_values_cpu(const MatchProblem& p);
 
+// torchvision's Matcher rule for one prior p of one quality matrix qn [G, P] (G > 0): its best object
+// (torch.max(dim=0): the first maximum; a NaN is the maximum, the first NaN), -1 below `low`, -2 in
+// [low, high); with allow_low, a prior that reaches some object's best quality (row_max[g]) keeps its best
+// object whatever the thresholds. Shared by the CPU and CUDA kernels, so the rule is written once.
+template <typename T>
+DETOPS_HD int64_t matcher_decision(const T* qn, int64_t G, int64_t P, int64_t p, const T* row_max, T high, T low,
+                                   bool allow_low) {
+  T best = qn[p];
+  int64_t best_g = 0;
+  for (int64_t g = 1; g < G && best == best; ++g) {
+    const T v = qn[g * P + p];
+    if (v > best || v != v) {
+      best = v;
+      best_g = g;
+    }
+  }
+  if (!(best < high)) return best_g;  // NaN too: a NaN quality is neither below low nor between
+  if (allow_low) {
+    for (int64_t g = 0; g < G; ++g)
+      if (qn[g * P + p] == row_max[g]) return best_g;
+  }
+  return best < low ? -1 : -2;
+}
+
 // torchvision's Matcher rule on a quality matrix [..., G, P] (batched over leading dims).
 struct MatcherProblem {
   at::Tensor quality;  // [N, G, P], contiguous, compute dtype

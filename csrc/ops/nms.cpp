@@ -13,15 +13,20 @@ static void check_threshold(double t, const char* name) {
   TORCH_CHECK(!std::isnan(t), name, " must be a number, got NaN");
 }
 
+// boxes and scores: one device, one floating dtype (every op of the family).
+static void check_boxes_and_scores_types(const at::Tensor& boxes, const at::Tensor& scores) {
+  check_same_device(boxes, "boxes", scores, "scores");
+  check_floating(boxes, "boxes");
+  check_floating(scores, "scores");
+  check_same_dtype(boxes, "boxes", scores, "scores");
+}
+
 static void check_nms_inputs(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
   TORCH_CHECK(boxes.dim() == 2 && boxes.size(1) == 4, "boxes must have shape [N, 4], got ", shape_str(boxes));
   TORCH_CHECK(scores.dim() == 1, "scores must have shape [N], got ", shape_str(scores));
   TORCH_CHECK(boxes.size(0) == scores.size(0), "boxes and scores must hold the same number of boxes, got ",
               shape_str(boxes), " and ", shape_str(scores));
-  check_same_device(boxes, "boxes", scores, "scores");
-  check_floating(boxes, "boxes");
-  check_floating(scores, "scores");
-  check_same_dtype(boxes, "boxes", scores, "scores");
+  check_boxes_and_scores_types(boxes, scores);
   check_threshold(iou_threshold, "iou_threshold");
 }
 
@@ -60,10 +65,7 @@ MulticlassProblem prepare_multiclass(const at::Tensor& boxes, const at::Tensor& 
       boxes.dim() == 4 && boxes.size(0) == b && boxes.size(1) == pr && boxes.size(2) == c && boxes.size(3) == 4;
   TORCH_CHECK(shared || per_class, "boxes must have shape [B, P, 4] or [B, P, C, 4] matching scores ",
               shape_str(scores), ", got ", shape_str(boxes));
-  check_same_device(boxes, "boxes", scores, "scores");
-  check_floating(boxes, "boxes");
-  check_floating(scores, "scores");
-  check_same_dtype(boxes, "boxes", scores, "scores");
+  check_boxes_and_scores_types(boxes, scores);
   check_threshold(score_threshold, "score_threshold");
   check_threshold(iou_threshold, "iou_threshold");
   TORCH_CHECK(max_detections >= 0, "max_detections must be >= 0, got ", max_detections);

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from detops.ssd import _deps
+from detops.ssd.synthetic import SYNTHETIC_CLASSES, generate_voc_dataset
+from detops.ssd.voc import VOCDataset
 from detops.ssd.detect import MEAN, STD
 
 
@@ -100,14 +101,14 @@ def run(args) -> dict:
     out = os.path.abspath(args.out)
     data = os.path.join(out, "data")
     os.makedirs(out, exist_ok=True)
-    classes = list(_deps.SYNTHETIC_CLASSES)
+    classes = list(SYNTHETIC_CLASSES)
     size = 160
 
     print(f"[1/5] generating {args.train_images} training + {args.test_images} held-out images in {data}")
-    _deps.generate_voc_dataset(data, n_train=args.train_images, n_test=args.test_images, image_size=size,
+    generate_voc_dataset(data, n_train=args.train_images, n_test=args.test_images, image_size=size,
                                seed=args.seed, classes=classes)
-    train_set = CachedDataset(_deps.VOCDataset(data, "train", classes=classes), size, augment=True)
-    test_set = CachedDataset(_deps.VOCDataset(data, "test", keep_difficult=True, classes=classes), size)
+    train_set = CachedDataset(VOCDataset(data, "train", classes=classes), size, augment=True)
+    test_set = CachedDataset(VOCDataset(data, "test", keep_difficult=True, classes=classes), size)
 
     model = build_model(len(classes) + 1, "tiny", width=args.width)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer="adam", lr=args.lr,

@@ -8,7 +8,9 @@ from typing import Dict, Optional, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from detops.ssd import _deps
+from detops.ssd.metrics import voc_map
+from detops.ssd.transforms import ssd_transforms
+from detops.ssd.voc import VOCDataset, collate_fn
 
 
 @torch.no_grad()
@@ -21,7 +23,7 @@ def evaluate(model, dataset: Dataset, *, batch_size: int = 32, min_score: float 
     """
     device = torch.device(device) if device is not None else model.priors_cxcy.device
     model = model.to(device).eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_deps.collate_fn,
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn,
                         num_workers=num_workers)
     det_boxes, det_labels, det_scores, true_boxes, true_labels, true_diff = [], [], [], [], [], []
     seconds = 0.0
@@ -40,9 +42,9 @@ def evaluate(model, dataset: Dataset, *, batch_size: int = 32, min_score: float 
         true_labels += labels
         true_diff += difficulties
     n_classes = model.n_classes
-    m07, ap07 = _deps.voc_map(det_boxes, det_labels, det_scores, true_boxes, true_labels, true_diff, n_classes,
+    m07, ap07 = voc_map(det_boxes, det_labels, det_scores, true_boxes, true_labels, true_diff, n_classes,
                               method="voc07")
-    marea, aparea = _deps.voc_map(det_boxes, det_labels, det_scores, true_boxes, true_labels, true_diff,
+    marea, aparea = voc_map(det_boxes, det_labels, det_scores, true_boxes, true_labels, true_diff,
                                   n_classes, method="area")
     n = len(det_boxes)
     return {"map_voc07": float(m07), "map_area": float(marea), "ap_voc07": dict(ap07), "ap_area": dict(aparea),
@@ -84,7 +86,7 @@ def run(args) -> Dict:
     model, class_names = load_model(args.checkpoint, args.device or "cpu")
     if args.classes is not None:
         class_names = resolve_classes(args.classes)
-    dataset = _deps.VOCDataset(args.data, args.split, transforms=_deps.ssd_transforms(False, size=model.input_size),
+    dataset = VOCDataset(args.data, args.split, transforms=ssd_transforms(False, size=model.input_size),
                                keep_difficult=True, classes=class_names)
     result = evaluate(model, dataset, batch_size=args.batch_size, min_score=args.min_score,
                       max_overlap=args.max_overlap, top_k=args.top_k, num_workers=args.workers)

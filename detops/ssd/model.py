@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 import detops
 from detops.coding import SSD_WEIGHTS
-from detops.ssd import _deps
+from detops.nms import multiclass_nms
+from detops.ssd.priors import prior_boxes, ssd300_prior_boxes
 
 BACKBONES = ("vgg16", "resnet18", "resnet34", "resnet50", "tiny")
 
@@ -253,9 +254,9 @@ class SSD300(nn.Module):
     def create_prior_boxes(self) -> Tensor:
         """The priors, Tensor[P, 4] in center-size fractional coordinates (8732 for SSD300)."""
         if self.prior_config is SSD300_PRIORS:
-            return _deps.ssd300_prior_boxes()
+            return ssd300_prior_boxes()
         cfg = self.prior_config
-        return _deps.prior_boxes(cfg["fmap_dims"], cfg["obj_scales"], cfg["aspect_ratios"])
+        return prior_boxes(cfg["fmap_dims"], cfg["obj_scales"], cfg["aspect_ratios"])
 
     def forward(self, images: Tensor) -> Tuple[Tensor, Tensor]:
         """Args: images (Tensor[B, 3, S, S]), S = ``input_size``, normalised like the training data.
@@ -280,7 +281,7 @@ class SSD300(nn.Module):
         [B, top_k, 4], scores [B, top_k], labels [B, top_k] (-1 padding), counts [B]. No host sync."""
         probs = F.softmax(predicted_scores.float(), dim=2)
         boxes = self.decode(predicted_locs.float())
-        return _deps.multiclass_nms(boxes, probs, min_score, max_overlap, top_k, background_class=0)
+        return multiclass_nms(boxes, probs, min_score, max_overlap, top_k, background_class=0)
 
     @torch.no_grad()
     def detect_objects(self, predicted_locs: Tensor, predicted_scores: Tensor, min_score: float,

@@ -26,7 +26,10 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
-from detops.ssd import _deps
+from detops.ssd.loss import MultiBoxLoss
+from detops.ssd.synthetic import SYNTHETIC_CLASSES
+from detops.ssd.transforms import ssd_transforms
+from detops.ssd.voc import VOCDataset, VOC_CLASSES, collate_fn
 
 
 @dataclass
@@ -161,7 +164,7 @@ class Trainer:
         if self.distributed:
             self.net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.criterion = criterion or _deps.MultiBoxLoss(self.model.priors_cxcy)
+        self.criterion = criterion or MultiBoxLoss(self.model.priors_cxcy)
         if isinstance(self.criterion, nn.Module):
             self.criterion.to(self.device)
         self.train_set = train_set
@@ -171,7 +174,7 @@ class Trainer:
             self.sampler_generator = torch.Generator()
             self.sampler = RandomSampler(train_set, generator=self.sampler_generator)
         self.loader = DataLoader(train_set, batch_size=self.cfg.batch_size, sampler=self.sampler,
-                                 collate_fn=_deps.collate_fn, num_workers=self.cfg.num_workers, drop_last=True,
+                                 collate_fn=collate_fn, num_workers=self.cfg.num_workers, drop_last=True,
                                  pin_memory=self.device.type == "cuda", persistent_workers=False)
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch == 0:
@@ -366,9 +369,9 @@ def add_arguments(p) -> None:
 
 def resolve_classes(spec: str) -> List[str]:
     if spec == "voc":
-        return list(_deps.VOC_CLASSES)
+        return list(VOC_CLASSES)
     if spec == "synthetic":
-        return list(_deps.SYNTHETIC_CLASSES)
+        return list(SYNTHETIC_CLASSES)
     return [c.strip() for c in spec.split(",") if c.strip()]
 
 
@@ -396,9 +399,9 @@ def run(args) -> Trainer:
     torch.manual_seed(args.seed)
     classes = resolve_classes(args.classes)
     model = build_model(len(classes) + 1, args.backbone, args.width, args.backbone_weights)
-    transforms = (_deps.ssd_transforms(True, size=model.input_size) if args.augment == "ssd"
+    transforms = (ssd_transforms(True, size=model.input_size) if args.augment == "ssd"
                   else _flip_transforms(model.input_size))
-    dataset = _deps.VOCDataset(args.data, args.split, transforms=transforms, keep_difficult=True, classes=classes)
+    dataset = VOCDataset(args.data, args.split, transforms=transforms, keep_difficult=True, classes=classes)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                       momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
                       warmup_steps=args.warmup_steps, grad_clip=args.grad_clip or None, amp=not args.no_amp,
@@ -423,7 +426,7 @@ def run(args) -> Trainer:
 
 def _flip_transforms(size: int):
     """Resize + random horizontal flip (a light augmentation for short runs)."""
-    resize = _deps.ssd_transforms(False, size=size)
+    resize = ssd_transforms(False, size=size)
 
     def t(image, boxes, labels, difficulties):
         x, b, l, d = resize(image, boxes, labels, difficulties)
