@@ -47,6 +47,10 @@ def _want_cuda(torch, cuda_home):
     return True, f"CUDA toolkit at {cuda_home}"
 
 
+def _aten_uses_openmp(torch):
+    return sys.platform.startswith("linux") and "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
 def _extensions():
     cuda_home = _find_cuda_home()
     import torch
@@ -58,7 +62,18 @@ def _extensions():
     # --fmad=false: no fused multiply-add contraction in CUDA kernels, so IoUs (and the ties and thresholds that
     # depend on their last bit) are the same float on the GPU as on the CPU (SPEC: indices equal on both).
     # No -std flag: torch adds the standard its own headers need (it changes between torch releases).
-    cxx_flags = ["-O3", "-fvisibility=hidden"]
+    # -fno-trapping-math: we never read floating-point exception flags, and without it GCC will not turn the
+    # selects in branch-free loops (cpu/vector_math.h's log and exp) into vector blends. -ffp-contract=off:
+    # the CPU twin of --fmad=false, no fused multiply-adds where the target has them (values stay the same
+    # on every CPU and equal to the CUDA kernels').
+    cxx_flags = ["-O3", "-fvisibility=hidden", "-fno-trapping-math", "-ffp-contract=off"]
+    link_flags = []
+    if _aten_uses_openmp(torch):
+        # at::parallel_for is a header template; with ATen's OpenMP backend its body is an `omp parallel`
+        # region compiled into *this* library. Without -fopenmp the pragma is ignored and every CPU kernel runs
+        # on one thread. Linking libgomp by soname shares the runtime torch already loaded.
+        cxx_flags.append("-fopenmp")
+        link_flags.append("-fopenmp")
     define_macros = []
     arch_list = ""
     if with_cuda:
@@ -72,6 +87,7 @@ def _extensions():
             include_dirs=[os.path.join(ROOT, "csrc")],
             define_macros=define_macros,
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--expt-relaxed-constexpr", "--fmad=false"]},
+            extra_link_args=link_flags,
             py_limited_api=True,
         )
     else:
@@ -81,6 +97,7 @@ def _extensions():
             include_dirs=[os.path.join(ROOT, "csrc")],
             define_macros=define_macros,
             extra_compile_args={"cxx": cxx_flags},
+            extra_link_args=link_flags,
             py_limited_api=True,
         )
     print(f"detops: building CPU kernels ({len(cpp_sources)} files)", flush=True)

@@ -130,3 +130,42 @@ def test_cuda_matches_cpu(dtype, gen):
     cpu_d = detops.decode_boxes(cpu, anchors, (10, 10, 5, 5))
     gpu_d = detops.decode_boxes(gpu, anchors.cuda(), (10, 10, 5, 5))
     torch.testing.assert_close(gpu_d.cpu(), cpu_d, rtol=1e-5, atol=1e-3)
+
+
+def _ulps(got, exact):
+    """Distance in float32 ulps of `got` from a float64 `exact` value (where both are finite)."""
+    spacing = torch.nextafter(exact.float().abs(), torch.tensor(math.inf)) - exact.float().abs()
+    return ((got.double() - exact) / spacing.double()).abs()
+
+
+def test_log_is_accurate_over_the_float_range():
+    # The CPU kernels' vectorised log (csrc/cpu/vector_math.h): width ratios from subnormal to near FLT_MAX,
+    # anchors of width 1, weights 1, so dw = log(gw) exactly as the kernel computes it.
+    ratios = torch.cat([torch.logspace(-44, 38, 200_001, dtype=torch.float64).float(), torch.tensor([1.0, 2.0, 0.5])])
+    gt = torch.stack([torch.zeros_like(ratios), torch.zeros_like(ratios), ratios, ratios], -1)
+    anchors = torch.tensor([0.0, 0.0, 1.0, 1.0]).expand_as(gt)
+    dw = detops.encode_boxes(gt, anchors)[:, 2]
+    exact = torch.log(ratios.double())
+    assert _ulps(dw, exact).max() <= 2.0  # vector_math.h promises 2 ulp (measured: under 1)
+    assert torch.equal(detops.encode_boxes(gt[-3:], anchors[-3:])[:, 2], torch.tensor([0.0, math.log(2), -math.log(2)]))
+
+
+def test_log_special_values():
+    # log(0) = -inf (degenerate box), log(x < 0) = NaN (flipped box), NaN stays NaN, inf stays inf.
+    widths = torch.tensor([0.0, -1.0, math.nan, math.inf])
+    gt = torch.stack([torch.zeros(4), torch.zeros(4), widths, torch.ones(4)], -1)
+    out = detops.encode_boxes(gt, torch.tensor([0.0, 0.0, 1.0, 1.0]))[:, 2]
+    assert out[0] == -math.inf and out[1].isnan() and out[2].isnan() and out[3] == math.inf
+
+
+def test_exp_is_accurate_over_the_float_range():
+    # decode with an anchor centred on 0 of width 1: x2 = exp(dw) / 2, exactly where exp(dw) / 2 is a normal
+    # float; below that (subnormal) the halving itself rounds, so only underflow to 0 is checked there.
+    dw = torch.cat([torch.linspace(-110, 90, 400_001, dtype=torch.float32), torch.tensor([0.0, math.nan])])
+    deltas = torch.stack([torch.zeros_like(dw), torch.zeros_like(dw), dw, dw], -1)
+    out = detops.decode_boxes(deltas, torch.tensor([-0.5, -0.5, 0.5, 0.5]), clamp=None)
+    got, exact = 2 * out[:, 2].double(), torch.exp(dw.double())
+    normal = torch.isfinite(exact.float()) & (exact >= 2 * torch.finfo(torch.float32).tiny)
+    assert _ulps(got[normal], exact[normal]).max() <= 2.0
+    assert (got[dw < -104] == 0).all() and (got[dw > 89] == math.inf).all()
+    assert got[-2] == 1.0 and got[-1].isnan()

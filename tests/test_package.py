@@ -55,3 +55,49 @@ def test_info_command():
     assert f"detops        {detops.__version__}" in out
     assert f"torch         {torch.__version__}" in out
     assert "CUDA kernels" in out and ("GPU           none visible" in out or "GPU 0" in out)
+
+
+def test_one_openmp_runtime_and_kernels_use_it():
+    # The CPU kernels' at::parallel_for is compiled into detops' own library (setup.py adds -fopenmp when ATen
+    # uses OpenMP); the process must still hold a single OpenMP runtime, torch's.
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        pytest.skip("ATen does not use OpenMP here")
+    runtimes = {line.split()[-1] for line in open("/proc/self/maps") if "libgomp" in line}
+    assert len(runtimes) == 1, runtimes
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    # Inputs large enough that every kernel splits its work (grain sizes are a few thousand rows).
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(6000, 2, generator=g) * 500
+    boxes = torch.cat([xy, xy + torch.rand(6000, 2, generator=g) * 60 + 1], 1)
+    scores = torch.rand(6000, generator=g)
+    classes = torch.randint(0, 7, (6000,), generator=g)
+    priors = torch.rand(8732, 4, generator=g) * 0.3 + 0.2
+    gt = torch.cat([torch.rand(8, 12, 2, generator=g) * 0.5, torch.rand(8, 12, 2, generator=g) * 0.4 + 0.55], -1)
+    labels = torch.randint(1, 21, (8, 12), generator=g)
+    conf = torch.rand(8, 8732, generator=g)
+    logits = torch.randn(4, 2000, 21, generator=g)
+
+    def run():
+        return [
+            detops.box_iou(boxes, boxes[:3000]),
+            detops.encode_boxes(boxes, boxes.flip(0), (10, 10, 5, 5)),
+            detops.decode_boxes(torch.randn(6000, 4, generator=torch.Generator().manual_seed(1)), boxes),
+            detops.nms(boxes, scores, 0.5),
+            detops.batched_nms(boxes, scores, classes, 0.5),
+            *detops.match_priors(gt, labels, priors),
+            detops.hard_negative_mining(conf, conf > 0.97, 3),
+            *detops.multiclass_nms(boxes[:2000].expand(4, 2000, 4), logits.softmax(-1), 0.05, 0.45),
+        ]
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run()
+        torch.set_num_threads(max(threads, 2))
+        many = run()
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, many):
+        assert torch.equal(a, b)

@@ -3,57 +3,73 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/exp.h>
-#include <ATen/ops/log.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <limits>
 
 #include "box_math.h"
+#include "cpu/vector_math.h"
+#include "cpu/vectorize.h"
 #include "ops/coding.h"
 
 namespace detops {
 namespace {
 
-// Applies op(row i, anchor row i % period) over all rows; the anchor index is advanced, not divided, per row.
-template <typename T, typename Op>
-void for_each_row(const CodingProblem& p, Op op) {
+// Calls op(first row, first anchor row, n) over runs of rows whose anchors are consecutive too (row i uses
+// anchor i % period, so a run ends where the anchors wrap). A run is a plain loop the compiler vectorises.
+constexpr int64_t kRun = 512;  // rows per run: long enough to vectorise, short enough to stay in L1
+
+template <typename Op>
+void for_each_run(const CodingProblem& p, Op op) {
   const int64_t period = p.period;
   at::parallel_for(0, p.count, 8192, [=](int64_t begin, int64_t end) {
     int64_t k = begin % period;
-    for (int64_t i = begin; i < end; ++i) {
-      op(i, k);
-      k = k + 1 == period ? 0 : k + 1;
+    for (int64_t i = begin; i < end;) {
+      const int64_t n = std::min({end - i, period - k, kRun});
+      op(i, k, n);
+      i += n;
+      k = k + n == period ? 0 : k + n;
     }
   });
 }
 
-// Both ops run in three passes: a fused pass up to the transcendental function, writing its arguments to
-// a [2, count] scratch; ATen's vectorised log_/exp_ over the scratch (scalar libm calls cost more than all
-// the rest of the arithmetic); a fused pass finishing the boxes.
+// Both ops run three loops over a run of rows: the arguments of the transcendental function (size ratios /
+// log-scales) into a small array, vmath's log / exp over that array as one flat loop, then the boxes. Each
+// loop vectorises; one fused loop measured 30% slower for decode (its body spills vector registers).
+template <typename T>
+DETOPS_VECTOR_CLONES void encode_run(const T* __restrict__ g, const T* __restrict__ a, CodingWeights w,
+                                     T* __restrict__ out, int64_t n) {
+  T ratios[2 * kRun];
+  for (int64_t j = 0; j < n; ++j) {
+    T acx, acy, aw, ah;
+    anchor_center_size(load_box(a + 4 * j), acx, acy, aw, ah);
+    encode_box_ratios(load_box(g + 4 * j), acx, acy, aw, ah, w, out + 4 * j, ratios[2 * j], ratios[2 * j + 1]);
+  }
+  for (int64_t j = 0; j < 2 * n; ++j) ratios[j] = vmath::log(ratios[j]);
+  for (int64_t j = 0; j < n; ++j) {
+    out[4 * j + 2] = static_cast<T>(w.ww) * ratios[2 * j];
+    out[4 * j + 3] = static_cast<T>(w.wh) * ratios[2 * j + 1];
+  }
+}
+
+template <typename T>
+DETOPS_VECTOR_CLONES void decode_run(const T* __restrict__ d, const T* __restrict__ a, CodingWeights w, T clamp,
+                                     T* __restrict__ out, int64_t n) {
+  T scales[2 * kRun];
+  for (int64_t j = 0; j < n; ++j) decode_box_log_scales(d + 4 * j, w, clamp, scales[2 * j], scales[2 * j + 1]);
+  for (int64_t j = 0; j < 2 * n; ++j) scales[j] = vmath::exp(scales[j]);
+  for (int64_t j = 0; j < n; ++j) decode_box_scaled(d + 4 * j, load_box(a + 4 * j), w, scales[2 * j], scales[2 * j + 1], out + 4 * j);
+}
+
 at::Tensor encode_boxes_cpu(const at::Tensor& boxes, const at::Tensor& anchors, at::ArrayRef<double> weights) {
   CodingProblem p = prepare_coding(boxes, "boxes", anchors, weights);
-  at::Tensor ratios = at::empty({2, p.count}, p.x.options());
   AT_DISPATCH_FLOATING_TYPES(p.x.scalar_type(), "encode_boxes_cpu", [&] {
     const scalar_t* g = p.x.data_ptr<scalar_t>();
     const scalar_t* a = p.anchors.data_ptr<scalar_t>();
     scalar_t* out = p.out.data_ptr<scalar_t>();
-    scalar_t* rw = ratios.data_ptr<scalar_t>();
-    scalar_t* rh = rw + p.count;
     const CodingWeights w = p.weights;
-    for_each_row<scalar_t>(p, [=](int64_t i, int64_t k) {
-      scalar_t acx, acy, aw, ah;
-      anchor_center_size(load_box(a + 4 * k), acx, acy, aw, ah);
-      encode_box_ratios(load_box(g + 4 * i), acx, acy, aw, ah, w, out + 4 * i, rw[i], rh[i]);
-    });
-    at::log_(ratios);
-    const auto ww = static_cast<scalar_t>(w.ww), wh = static_cast<scalar_t>(w.wh);
-    at::parallel_for(0, p.count, 16384, [=](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        out[4 * i + 2] = ww * rw[i];
-        out[4 * i + 3] = wh * rh[i];
-      }
-    });
+    for_each_run(p, [=](int64_t i, int64_t k, int64_t n) { encode_run(g + 4 * i, a + 4 * k, w, out + 4 * i, n); });
   });
   return finish_coding(p);
 }
@@ -61,22 +77,13 @@ at::Tensor encode_boxes_cpu(const at::Tensor& boxes, const at::Tensor& anchors, 
 at::Tensor decode_boxes_cpu(const at::Tensor& deltas, const at::Tensor& anchors, at::ArrayRef<double> weights,
                             std::optional<double> clamp) {
   CodingProblem p = prepare_coding(deltas, "deltas", anchors, weights);
-  at::Tensor scales = at::empty({2, p.count}, p.x.options());
   AT_DISPATCH_FLOATING_TYPES(p.x.scalar_type(), "decode_boxes_cpu", [&] {
     const scalar_t* d = p.x.data_ptr<scalar_t>();
     const scalar_t* a = p.anchors.data_ptr<scalar_t>();
     scalar_t* out = p.out.data_ptr<scalar_t>();
-    scalar_t* sw = scales.data_ptr<scalar_t>();
-    scalar_t* sh = sw + p.count;
     const CodingWeights w = p.weights;
     const auto c = static_cast<scalar_t>(clamp ? *clamp : std::numeric_limits<double>::infinity());
-    at::parallel_for(0, p.count, 16384, [=](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) decode_box_log_scales(d + 4 * i, w, c, sw[i], sh[i]);
-    });
-    at::exp_(scales);
-    for_each_row<scalar_t>(p, [=](int64_t i, int64_t k) {
-      decode_box_scaled(d + 4 * i, load_box(a + 4 * k), w, sw[i], sh[i], out + 4 * i);
-    });
+    for_each_run(p, [=](int64_t i, int64_t k, int64_t n) { decode_run(d + 4 * i, a + 4 * k, w, c, out + 4 * i, n); });
   });
   return finish_coding(p);
 }
