@@ -25,7 +25,7 @@ from detops.boxes import (  # noqa: E402
     generalized_box_iou_loss,
 )
 from detops.coding import decode_boxes, encode_boxes  # noqa: E402
-from detops.matching import hard_negative_mining, match_boxes, match_priors  # noqa: E402
+from detops.matching import hard_negative_mining, match_boxes, match_priors, softmax_cross_entropy  # noqa: E402
 from detops.nms import batched_nms, multiclass_nms, nms, soft_nms  # noqa: E402
 from detops.patch import patch_torchvision  # noqa: E402
 
@@ -54,4 +54,5 @@ __all__ = [
     "nms",
     "patch_torchvision",
     "soft_nms",
+    "softmax_cross_entropy",
 ]

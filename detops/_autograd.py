@@ -1,8 +1,8 @@
 """Backward formulas for the differentiable detops ops, registered with torch.library.register_autograd.
 
-The overlap and coding kernels are forward-only; their gradients are the reference formulas' gradients
+The overlap, coding and cross-entropy kernels are forward-only; their gradients are the reference formulas' gradients
 (detops.reference), recomputed in the backward pass. The forward stays fused and fast, and the gradient
-is exactly the gradient of the documented formula.
+is exactly the gradient of the documented formula. The cross-entropy's backward is its closed form.
 """
 
 import torch
@@ -63,7 +63,23 @@ def _decode_backward(ctx, grad):
     return g[0], g[1], None, None
 
 
+def _setup_cross_entropy(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _cross_entropy_backward(ctx, grad):
+    # d loss / d logits = softmax(logits) - one_hot(target); scatter, not F.one_hot, which reads the largest
+    # target on the host (a CUDA synchronisation).
+    logits, targets = ctx.saved_tensors
+    compute = torch.float32 if logits.dtype in (torch.float16, torch.bfloat16) else logits.dtype
+    g = torch.softmax(logits.to(compute), dim=-1)
+    index = targets.long().unsqueeze(-1)
+    g = g.scatter_add(-1, index, torch.full_like(index, -1, dtype=compute))
+    return (g * grad.to(compute).unsqueeze(-1)).to(logits.dtype), None
+
+
 register_autograd("detops::box_iou", _box_iou_backward, setup_context=_setup_boxes)
 register_autograd("detops::box_iou_aligned", _box_iou_aligned_backward, setup_context=_setup_boxes)
 register_autograd("detops::encode_boxes", _encode_backward, setup_context=_setup_coding)
 register_autograd("detops::decode_boxes", _decode_backward, setup_context=_setup_coding)
+register_autograd("detops::softmax_cross_entropy", _cross_entropy_backward, setup_context=_setup_cross_entropy)

@@ -80,6 +80,13 @@ def _hard_negative_mining_fake(conf_loss, positives, neg_pos_ratio=3):
     return positives.new_empty(conf_loss.shape, dtype=torch.bool)
 
 
+@register_fake("detops::softmax_cross_entropy")
+def _softmax_cross_entropy_fake(logits, targets):
+    torch._check(logits.dim() >= 1 and logits.shape[-1] > 0, lambda: "logits must have shape [..., C] with C >= 1")
+    torch._check(targets.shape == logits.shape[:-1], lambda: "targets must have the shape of logits without C")
+    return logits.new_empty(targets.shape)
+
+
 # ---- nms (csrc/ops/nms.cpp) ----
 
 

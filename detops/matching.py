@@ -1,5 +1,6 @@
 """Training targets for anchor-based detectors: the SSD matching rule (:func:`match_priors`), torchvision's
-``Matcher`` rule (:func:`match_boxes`) and hard negative mining (:func:`hard_negative_mining`).
+``Matcher`` rule (:func:`match_boxes`), hard negative mining (:func:`hard_negative_mining`) and the per-prior
+cross-entropy that ranks the negatives (:func:`softmax_cross_entropy`).
 
 Kernels: csrc/cpu/matching.cpp, csrc/cpu/hard_negatives.cpp and their CUDA twins in csrc/cuda/; formulas:
 csrc/box_math.h; reference: detops/reference/matching.py (including step-by-step mirrors of the SSD tutorial).
@@ -167,3 +168,23 @@ def hard_negative_mining(conf_loss: Tensor, positives: Tensor, neg_pos_ratio: in
         Tensor[B, P] bool: the hard negatives (never a positive).
     """
     return torch.ops.detops.hard_negative_mining(conf_loss.detach(), positives, int(neg_pos_ratio))
+
+
+def softmax_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Per-row softmax cross-entropy: ``F.cross_entropy(logits.flatten(0, -2), targets.flatten(),
+    reduction="none")`` in the shape of ``targets``, computed in one pass with no ``[..., C]`` intermediate.
+
+    SSD's hard negative mining ranks every prior by this loss; ``log_softmax`` over all priors (and its
+    output, as large as the logits) is most of what that ranking costs with plain PyTorch.
+
+    Args:
+        logits (Tensor[..., C]): unnormalised class scores, floating point (float16/bfloat16 computed in
+            float32).
+        targets (Tensor[...] int64 or int32): class indices in ``[0, C)``. Outside that range: an error on
+            the CPU, NaN on CUDA (checking there would need a host synchronisation).
+
+    Returns:
+        Tensor[...]: the loss per row, in the logits' dtype. Differentiable with respect to ``logits``
+        (the gradient is ``softmax(logits) - one_hot(targets)``).
+    """
+    return torch.ops.detops.softmax_cross_entropy(logits, targets)

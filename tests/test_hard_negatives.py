@@ -101,3 +101,83 @@ def test_cuda_equals_cpu(dtype, quantise):
     for ratio in (0, 1, 3):
         cpu = detops.hard_negative_mining(loss, positives, ratio)
         assert torch.equal(cpu, detops.hard_negative_mining(loss.cuda(), positives.cuda(), ratio).cpu())
+
+
+# ---- softmax_cross_entropy: the per-prior loss the mining ranks ----
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("C", [1, 2, 21, 81, 5000])
+def test_cross_entropy_equals_reference(dtype, C):
+    gen = torch.Generator().manual_seed(C)
+    logits = (torch.randn(3, 700, C, generator=gen, dtype=torch.float64) * 6).to(dtype)
+    targets = torch.randint(0, C, (3, 700), generator=gen)
+    got = detops.softmax_cross_entropy(logits, targets)
+    assert got.shape == targets.shape and got.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 1e-12  # sums of C terms in another order than ATen's
+    torch.testing.assert_close(got, ref.softmax_cross_entropy(logits, targets), rtol=tol, atol=tol)
+
+
+def test_cross_entropy_extremes_and_non_finite():
+    # Large logits (no overflow: the max is subtracted first), -inf logits (probability 0), NaN and +inf
+    # logits (NaN loss, as F.cross_entropy), int32 targets, non-contiguous logits, half precision.
+    logits = torch.tensor([[1e4, -1e4, 0.0], [-float("inf"), 0.0, 1.0], [0.0, float("nan"), 1.0],
+                           [float("inf"), 0.0, 1.0], [-float("inf"), 0.0, 1.0]])
+    targets = torch.tensor([0, 2, 1, 1, 0], dtype=torch.int32)
+    got = detops.softmax_cross_entropy(logits, targets)
+    want = ref.softmax_cross_entropy(logits, targets)
+    assert got[0] == 0 and got[4] == float("inf")
+    torch.testing.assert_close(got, want, equal_nan=True)
+    x = torch.randn(50, 21, 3).transpose(1, 2)
+    t = torch.randint(0, 21, (50, 3))
+    torch.testing.assert_close(detops.softmax_cross_entropy(x, t), ref.softmax_cross_entropy(x, t))
+    for dtype in (torch.float16, torch.bfloat16):
+        h = torch.randn(40, 21).to(dtype)
+        t = torch.randint(0, 21, (40,))
+        out = detops.softmax_cross_entropy(h, t)
+        assert out.dtype == dtype
+        torch.testing.assert_close(out, ref.softmax_cross_entropy(h, t), rtol=0, atol=0)
+
+
+def test_cross_entropy_bad_input_and_empty():
+    assert detops.softmax_cross_entropy(torch.zeros(0, 5), torch.zeros(0, dtype=torch.long)).shape == (0,)
+    with pytest.raises(RuntimeError, match=r"targets must be class indices in \[0, 3\)"):
+        detops.softmax_cross_entropy(torch.zeros(4, 3), torch.tensor([0, 1, 3, 0]))
+    with pytest.raises(RuntimeError, match=r"targets must be class indices in \[0, 3\)"):
+        detops.softmax_cross_entropy(torch.zeros(4, 3), torch.tensor([0, -1, 2, 0]))
+    with pytest.raises(RuntimeError, match="targets must have the shape of logits"):
+        detops.softmax_cross_entropy(torch.zeros(4, 3), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(RuntimeError, match="C >= 1 classes"):
+        detops.softmax_cross_entropy(torch.zeros(4, 0), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(RuntimeError, match="int64 or int32"):
+        detops.softmax_cross_entropy(torch.zeros(4, 3), torch.zeros(4))
+    with pytest.raises(RuntimeError, match="logits"):
+        detops.softmax_cross_entropy(torch.zeros(4, 3, dtype=torch.long), torch.zeros(4, dtype=torch.long))
+
+
+def test_cross_entropy_gradient_opcheck_and_compile():
+    gen = torch.Generator().manual_seed(6)
+    logits = torch.randn(4, 30, 7, dtype=torch.float64, generator=gen, requires_grad=True)
+    targets = torch.randint(0, 7, (4, 30), generator=gen)
+    assert torch.autograd.gradcheck(lambda x: detops.softmax_cross_entropy(x, targets), (logits,))
+    w = torch.rand(4, 30, dtype=torch.float64, generator=gen)
+    (g,) = torch.autograd.grad((detops.softmax_cross_entropy(logits, targets) * w).sum(), logits)
+    (want,) = torch.autograd.grad((ref.softmax_cross_entropy(logits, targets) * w).sum(), logits)
+    torch.testing.assert_close(g, want)
+    torch.library.opcheck(torch.ops.detops.softmax_cross_entropy.default, (logits.detach().float(), targets))
+    f = torch.compile(lambda x, t: detops.softmax_cross_entropy(x, t).sum(), fullgraph=True)
+    torch.testing.assert_close(f(logits.detach(), targets), detops.softmax_cross_entropy(logits.detach(), targets).sum())
+
+
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cross_entropy_cuda_equals_cpu(dtype):
+    gen = torch.Generator().manual_seed(7)
+    logits = (torch.randn(32, 8732, 21, generator=gen) * 4).to(dtype)
+    targets = torch.randint(0, 21, (32, 8732), generator=gen)
+    cpu = detops.softmax_cross_entropy(logits, targets)
+    gpu = detops.softmax_cross_entropy(logits.cuda(), targets.cuda()).cpu()
+    torch.testing.assert_close(gpu, cpu, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-6)
+    bad = detops.softmax_cross_entropy(logits[:1, :3].cuda(), torch.tensor([[0, 21, -1]]).cuda()).cpu()
+    assert not bad[0, 0].isnan() and bad[0, 1:].isnan().all()

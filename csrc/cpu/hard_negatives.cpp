@@ -1,15 +1,21 @@
-// CPU kernel of hard negative mining (CUDA twin: cuda/hard_negatives.cu; reference:
-// detops/reference/matching.py). Per row, nth_element on order-preserving keys finds the k-th largest
-// negative loss t; every negative above t is selected, and of those equal to t the first ones by index.
+// CPU kernels of hard negative mining and of the softmax cross-entropy that ranks the negatives (CUDA twin:
+// cuda/hard_negatives.cu; reference: detops/reference/matching.py). Mining: per row, nth_element on
+// order-preserving keys finds the k-th largest negative loss t; every negative above t is selected, and of
+// those equal to t the first ones by index.
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <functional>
+#include <limits>
 #include <vector>
 
+#include "box_math.h"
+#include "cpu/vector_math.h"
+#include "cpu/vectorize.h"
 #include "ops/hard_negatives.h"
 
 namespace detops {
@@ -65,7 +71,66 @@ at::Tensor hard_negative_mining_cpu(const at::Tensor& conf_loss, const at::Tenso
   return m.mask;
 }
 
+// Cross-entropy of `rows` rows of C logits: loss = log(sum_c exp(x_c - max)) - (x_target - max), the value
+// F.cross_entropy computes. The block is first transposed class-major into `cols` (cols[c * rows + r]), so every
+// later loop runs over rows: the max, the exponentials and the sums vectorise across rows, and each row's
+// sum still adds its classes in order 0..C-1 (as the CUDA kernel does). Summing along a row instead would
+// be a chain of dependent adds. Returns false if a target is outside [0, C) (its loss is NaN).
+template <typename T>
+DETOPS_VECTOR_CLONES bool cross_entropy_block(const T* __restrict__ x, const int64_t* __restrict__ target,
+                                              T* __restrict__ out, int64_t rows, int64_t C, T* __restrict__ cols,
+                                              T* __restrict__ row_max, T* __restrict__ row_sum) {
+  // The transpose goes 8 rows at a time so its stores fill whole lines of `cols` (one row at a time, each
+  // store lands on a different line: a third of the kernel's time).
+  int64_t r0 = 0;
+  for (; r0 + 8 <= rows; r0 += 8)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t i = 0; i < 8; ++i) cols[c * rows + r0 + i] = x[(r0 + i) * C + c];
+  for (int64_t r = r0; r < rows; ++r)
+    for (int64_t c = 0; c < C; ++c) cols[c * rows + r] = x[r * C + c];
+  for (int64_t r = 0; r < rows; ++r) row_max[r] = cols[r];
+  for (int64_t c = 1; c < C; ++c)
+    for (int64_t r = 0; r < rows; ++r) row_max[r] = nan_max(row_max[r], cols[c * rows + r]);
+  for (int64_t r = 0; r < rows; ++r) row_sum[r] = 0;
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t r = 0; r < rows; ++r) row_sum[r] += vmath::exp(cols[c * rows + r] - row_max[r]);
+  for (int64_t r = 0; r < rows; ++r) row_sum[r] = vmath::log(row_sum[r]);
+  bool targets_ok = true;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t t = target[r];
+    const bool ok = t >= 0 && t < C;
+    targets_ok = targets_ok && ok;
+    out[r] = ok ? row_sum[r] - (x[r * C + t] - row_max[r]) : std::numeric_limits<T>::quiet_NaN();
+  }
+  return targets_ok;
+}
+
+at::Tensor softmax_cross_entropy_cpu(const at::Tensor& logits, const at::Tensor& targets) {
+  CrossEntropyProblem p = prepare_softmax_cross_entropy(logits, targets);
+  std::atomic<bool> targets_ok{true};
+  AT_DISPATCH_FLOATING_TYPES(p.logits.scalar_type(), "softmax_cross_entropy_cpu", [&] {
+    const scalar_t* x = p.logits.data_ptr<scalar_t>();
+    const int64_t* t = p.targets.data_ptr<int64_t>();
+    scalar_t* out = p.out.data_ptr<scalar_t>();
+    const int64_t C = p.C;
+    const int64_t block = std::max<int64_t>(1, 4096 / C);  // rows per block: ~16 KiB of logits, in L1
+    at::parallel_for(0, p.rows, std::max<int64_t>(block, 16384 / C), [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> cols(static_cast<size_t>(block * C)), row_max(block), row_sum(block);
+      for (int64_t r = begin; r < end; r += block) {
+        const int64_t n = std::min(block, end - r);
+        if (!cross_entropy_block(x + r * C, t + r, out + r, n, C, cols.data(), row_max.data(), row_sum.data()))
+          targets_ok.store(false, std::memory_order_relaxed);
+      }
+    });
+  });
+  TORCH_CHECK(targets_ok.load(), "softmax_cross_entropy: targets must be class indices in [0, ", p.C, ")");
+  return finish_cross_entropy(p);
+}
+
 }  // namespace
 }  // namespace detops
 
-TORCH_LIBRARY_IMPL(detops, CPU, m) { m.impl("hard_negative_mining", &detops::hard_negative_mining_cpu); }
+TORCH_LIBRARY_IMPL(detops, CPU, m) {
+  m.impl("hard_negative_mining", &detops::hard_negative_mining_cpu);
+  m.impl("softmax_cross_entropy", &detops::softmax_cross_entropy_cpu);
+}

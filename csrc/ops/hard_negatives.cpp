@@ -1,4 +1,5 @@
-// Schema of hard negative mining (SPEC "Hard negative mining") and the argument handling both kernels share.
+// Schemas of hard negative mining (SPEC "Hard negative mining") and of the cross-entropy that ranks the
+// negatives, and the argument handling both kernels share.
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
 #include "ops/hard_negatives.h"
 
@@ -34,9 +35,35 @@ MiningProblem prepare_hard_negative_mining(const at::Tensor& conf_loss, const at
   return m;
 }
 
+CrossEntropyProblem prepare_softmax_cross_entropy(const at::Tensor& logits, const at::Tensor& targets) {
+  TORCH_CHECK(logits.dim() >= 1 && logits.size(-1) > 0, "logits must have shape [..., C] with C >= 1 classes, got ",
+              shape_str(logits));
+  check_floating(logits, "logits");
+  const auto rows_shape = logits.sizes().slice(0, logits.dim() - 1);
+  TORCH_CHECK(targets.sizes() == rows_shape, "targets must have the shape of logits without the class dimension, ",
+              rows_shape, " for logits ", shape_str(logits), ", got ", shape_str(targets));
+  TORCH_CHECK(targets.scalar_type() == at::kLong || targets.scalar_type() == at::kInt,
+              "targets must be class indices (int64 or int32), got ", targets.scalar_type());
+  check_same_device(logits, "logits", targets, "targets");
+  CrossEntropyProblem p;
+  p.C = logits.size(-1);
+  p.rows = targets.numel();
+  p.out_shape = targets.sizes().vec();
+  p.out_dtype = logits.scalar_type();
+  p.logits = logits.to(compute_dtype(logits.scalar_type())).contiguous().view({p.rows, p.C});
+  p.targets = targets.to(at::kLong).contiguous().view({p.rows});
+  p.out = at::empty({p.rows}, p.logits.options());
+  return p;
+}
+
+at::Tensor finish_cross_entropy(const CrossEntropyProblem& p) { return p.out.view(p.out_shape).to(p.out_dtype); }
+
 }  // namespace detops
 
 TORCH_LIBRARY_FRAGMENT(detops, m) {
   // Per row: among non-positive priors, the neg_pos_ratio * n_pos with the highest loss -> bool mask [B, P].
   m.def("hard_negative_mining(Tensor conf_loss, Tensor positives, int neg_pos_ratio=3) -> Tensor");
+  // logits[..., C], targets[...] -> F.cross_entropy(logits, targets, reduction="none") in one pass: SSD ranks
+  // every prior's background loss, and log_softmax's [..., C] intermediate costs more than the ranking.
+  m.def("softmax_cross_entropy(Tensor logits, Tensor targets) -> Tensor");
 }

@@ -1,5 +1,5 @@
 // Hard negative mining (SPEC "Hard negative mining"): argument checks and the order-preserving keys both
-// kernels select on.
+// kernels select on; and the per-prior softmax cross-entropy that ranks the negatives.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 namespace detops {
 
@@ -17,6 +18,17 @@ struct MiningProblem {
 };
 MiningProblem prepare_hard_negative_mining(const at::Tensor& conf_loss, const at::Tensor& positives,
                                            int64_t neg_pos_ratio);
+
+// softmax_cross_entropy: logits [rows, C] (float or double, contiguous), targets [rows] int64 (contiguous),
+// out [rows] in the compute dtype; finish_cross_entropy gives it the targets' shape and the logits' dtype.
+struct CrossEntropyProblem {
+  at::Tensor logits, targets, out;
+  int64_t rows, C;
+  std::vector<int64_t> out_shape;
+  at::ScalarType out_dtype;
+};
+CrossEntropyProblem prepare_softmax_cross_entropy(const at::Tensor& logits, const at::Tensor& targets);
+at::Tensor finish_cross_entropy(const CrossEntropyProblem& p);
 
 // Unsigned keys in the order of the floating values (a larger loss, a larger key); every NaN is the largest key,
 // as torch.sort(descending=True) puts NaN first. Selection (nth_element, radix select) runs on these keys.

@@ -175,6 +175,15 @@ def hard_negative_mining(conf_loss, positives, neg_pos_ratio=3):
     return mask
 
 
+def softmax_cross_entropy(logits, targets):
+    """Per-row cross-entropy of logits[..., C] against class indices targets[...]: F.cross_entropy with
+    reduction="none" (float16/bfloat16 computed in float32, returned in the logits' dtype)."""
+    C = logits.shape[-1]
+    x = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    loss = F.cross_entropy(x.reshape(-1, C), targets.reshape(-1).long(), reduction="none")
+    return loss.view(targets.shape).to(logits.dtype)
+
+
 # ----------------------------------------------------------------------------------------------- loss
 
 

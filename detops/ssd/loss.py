@@ -1,6 +1,6 @@
 """The MultiBox loss (SPEC "MultiBox loss"): localisation over positive priors plus confidence over positives and
-hard negatives, both divided by the batch's number of positives. Matching and mining run as detops kernels;
-the cross-entropy stays a PyTorch op."""
+hard negatives, both divided by the batch's number of positives. Matching, the per-prior cross-entropy that
+ranks the negatives, and mining run as detops kernels."""
 
 from typing import Optional, Sequence, Union
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detops.matching import hard_negative_mining, match_priors, pack_targets
+from detops.matching import hard_negative_mining, match_priors, pack_targets, softmax_cross_entropy
 
 
 class MultiBoxLoss(nn.Module):
@@ -111,8 +111,7 @@ class MultiBoxLoss(nn.Module):
         loc = torch.where(positives.unsqueeze(-1), self._loc_distance(predicted_locs, true_locs), 0.0).sum() / (4 * n_pos)
 
         # Confidence: cross-entropy over positives and hard negatives, divided by n_pos.
-        conf_all = F.cross_entropy(predicted_scores.reshape(B * P, C), true_classes.view(-1), reduction="none")
-        conf_all = conf_all.view(B, P)
+        conf_all = softmax_cross_entropy(predicted_scores, true_classes)  # [B, P]
         hard_neg = hard_negative_mining(conf_all.detach(), positives, self.neg_pos_ratio)
         conf = torch.where(positives | hard_neg, conf_all, 0.0).sum() / n_pos
         return conf + self.alpha * loc
@@ -135,7 +134,7 @@ class MultiBoxLoss(nn.Module):
         loc = self._loc_distance(predicted_locs.reshape(B * P, 4)[pos_idx], true_locs.view(B * P, 4)[pos_idx])
         loc = loc.sum() / (4 * n_pos)
         with torch.no_grad():
-            conf_all = F.cross_entropy(flat_scores, true_classes.view(-1), reduction="none").view(B, P)
+            conf_all = softmax_cross_entropy(predicted_scores, true_classes)
             hard_neg = hard_negative_mining(conf_all, positives, self.neg_pos_ratio)
             sel_idx = torch.nonzero((positives | hard_neg).view(-1)).flatten()
         conf = F.cross_entropy(flat_scores[sel_idx], true_classes.view(-1)[sel_idx], reduction="sum") / n_pos
