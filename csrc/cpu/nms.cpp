@@ -36,6 +36,12 @@ template <typename T>
 inline bool rank_before(const Cand<T>& a, const Cand<T>& b) {
   return a.score > b.score || (a.score == b.score && a.id < b.id);
 }
+// The same as a function object: std::sort inlines it (a function pointer costs an indirect call per
+// comparison).
+template <typename T>
+struct RankBefore {
+  bool operator()(const Cand<T>& a, const Cand<T>& b) const { return rank_before(a, b); }
+};
 
 // Column-wise boxes in rank order, with the id each one reports when kept; reused across calls of a thread.
 template <typename T>
@@ -218,6 +224,25 @@ at::Tensor to_index_tensor(const std::vector<int64_t>& v, const at::Tensor& like
 
 // ---- nms ----
 
+// Sorts candidates by rank; large arrays as one sorted piece per thread, then merged (the sort was a quarter of
+// batched_nms' time on 20k boxes). Ids are distinct, so the order is total and the result is the same.
+template <typename T>
+void sort_by_rank(std::vector<Cand<T>>& v) {
+  const int64_t n = static_cast<int64_t>(v.size());
+  const int64_t pieces = at::in_parallel_region() ? 1 : std::min<int64_t>(at::get_num_threads(), n / 8192);
+  if (pieces <= 1) {
+    std::sort(v.begin(), v.end(), RankBefore<T>{});
+    return;
+  }
+  std::vector<int64_t> bound(static_cast<size_t>(pieces + 1));
+  for (int64_t k = 0; k <= pieces; ++k) bound[k] = n * k / pieces;
+  at::parallel_for(0, pieces, 1, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) std::sort(v.begin() + bound[k], v.begin() + bound[k + 1], RankBefore<T>{});
+  });
+  for (int64_t k = 1; k < pieces; ++k)
+    std::inplace_merge(v.begin(), v.begin() + bound[k], v.begin() + bound[k + 1], RankBefore<T>{});
+}
+
 // The boxes that can be kept (no NaN score or coordinate), sorted by rank: decreasing score, ties by index.
 template <typename T>
 std::vector<Cand<T>> ranked_candidates(const NmsProblem& p) {
@@ -227,7 +252,7 @@ std::vector<Cand<T>> ranked_candidates(const NmsProblem& p) {
   order.reserve(static_cast<size_t>(p.n));
   for (int64_t i = 0; i < p.n; ++i)
     if (nms_valid(boxes + 4 * i, scores[i])) order.push_back({scores[i], i});
-  std::sort(order.begin(), order.end(), rank_before<T>);
+  sort_by_rank(order);
   return order;
 }
 
@@ -349,10 +374,10 @@ void multiclass_impl(MulticlassProblem& p) {
     }
     if (cand.empty()) return;
     if (static_cast<int64_t>(cand.size()) > M) {
-      std::nth_element(cand.begin(), cand.begin() + M, cand.end(), rank_before<T>);
+      std::nth_element(cand.begin(), cand.begin() + M, cand.end(), RankBefore<T>{});
       cand.resize(static_cast<size_t>(M));
     }
-    std::sort(cand.begin(), cand.end(), rank_before<T>);
+    std::sort(cand.begin(), cand.end(), RankBefore<T>{});
     const int64_t n = static_cast<int64_t>(cand.size());
     cols.resize(n);
     for (int64_t k = 0; k < n; ++k) cols.set(k, box_of(b, cand[k].id, c), k);
