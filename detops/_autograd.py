@@ -1,8 +1,8 @@
 """Backward formulas for the differentiable detops ops, registered with torch.library.register_autograd.
 
-The overlap, coding and cross-entropy kernels are forward-only; their gradients are the reference formulas' gradients
-(detops.reference), recomputed in the backward pass. The forward stays fused and fast, and the gradient
-is exactly the gradient of the documented formula. The cross-entropy's backward is its closed form.
+The kernels are forward-only. For the overlap and coding ops the gradients are the reference formulas'
+gradients (detops.reference), recomputed in the backward pass: the forward stays fused and fast, and the
+gradient is exactly the gradient of the documented formula. The cross-entropy's backward is its closed form.
 """
 
 import torch

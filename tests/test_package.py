@@ -58,10 +58,13 @@ def test_info_command():
 
 
 def test_one_openmp_runtime_and_kernels_use_it():
-    # The CPU kernels' at::parallel_for is compiled into detops' own library (setup.py adds -fopenmp when ATen
-    # uses OpenMP); the process must still hold a single OpenMP runtime, torch's.
+    # The CPU kernels' at::parallel_for is compiled into detops' own library: built without -fopenmp, its
+    # `omp parallel` region is silently dropped and every kernel runs on one thread (until 2026-11 they did).
+    # The library must call into OpenMP, and the process must still hold a single runtime, torch's.
     if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
         pytest.skip("ATen does not use OpenMP here")
+    with open(detops._C.__file__, "rb") as lib:
+        assert b"GOMP_parallel" in lib.read(), "detops/_C was built without -fopenmp: its kernels run serially"
     runtimes = {line.split()[-1] for line in open("/proc/self/maps") if "libgomp" in line}
     assert len(runtimes) == 1, runtimes
 

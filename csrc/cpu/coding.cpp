@@ -59,7 +59,8 @@ DETOPS_VECTOR_CLONES void decode_run(const T* __restrict__ d, const T* __restric
   T scales[2 * kRun];
   for (int64_t j = 0; j < n; ++j) decode_box_log_scales(d + 4 * j, w, clamp, scales[2 * j], scales[2 * j + 1]);
   for (int64_t j = 0; j < 2 * n; ++j) scales[j] = vmath::exp(scales[j]);
-  for (int64_t j = 0; j < n; ++j) decode_box_scaled(d + 4 * j, load_box(a + 4 * j), w, scales[2 * j], scales[2 * j + 1], out + 4 * j);
+  for (int64_t j = 0; j < n; ++j)
+    decode_box_scaled(d + 4 * j, load_box(a + 4 * j), w, scales[2 * j], scales[2 * j + 1], out + 4 * j);
 }
 
 at::Tensor encode_boxes_cpu(const at::Tensor& boxes, const at::Tensor& anchors, at::ArrayRef<double> weights) {

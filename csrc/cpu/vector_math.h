@@ -4,8 +4,8 @@
 // box's coding arithmetic. These float versions are branch-free (every special case is a select), so a loop
 // calling them vectorises like plain arithmetic. The algorithm is the classic one (Cephes): split off the
 // binary exponent, evaluate a short polynomial on the reduced argument; both are within 2 ulp of the
-// correctly rounded result on the whole float range (tests/test_vector_math.py checks the ops that use them
-// against torch.log / torch.exp). double goes to libm: no kernel's speed target is in float64.
+// correctly rounded result on the whole float range (tests/test_coding.py checks them through encode_boxes /
+// decode_boxes against float64 log / exp). double goes to libm: no kernel's speed target is in float64.
 #pragma once
 
 #include <cmath>
