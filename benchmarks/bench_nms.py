@@ -17,6 +17,7 @@ import torchvision
 
 import detops
 from detops.reference import nms as ref
+from detops.reference import yolo as ref_yolo
 
 
 def sparse(n, g, device="cpu"):
@@ -166,7 +167,7 @@ def bench_yolo(rows, g):
         pred[..., 2:4] = torch.rand(16, 8400, 2, generator=g) * 100 + 5
         pred[..., 4:] = torch.sigmoid(pred[..., 4:] * 2 - 2)
         td = timeit(lambda: yolo.non_max_suppression(pred, conf, 0.45), reps=9)
-        tt = timeit(lambda: ref.yolo_non_max_suppression(pred, conf, 0.45), reps=2)
+        tt = timeit(lambda: ref_yolo.yolo_non_max_suppression(pred, conf, 0.45), reps=2)
         rows.append(("yolo postprocess cpu", f"16 img x 8400 x 80 cls, conf {conf} vs per-image tv loop",
                      fmt(tt), fmt(td), tt / td))
 

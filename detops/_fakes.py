@@ -131,3 +131,20 @@ def _soft_nms_fake(boxes, scores, iou_threshold=0.3, sigma=0.5, score_threshold=
     _check_nms_args(boxes, scores)
     n = torch.library.get_ctx().new_dynamic_size()
     return boxes.new_empty((n,), dtype=torch.int64), scores.new_empty((n,))
+
+
+# ---- yolo (csrc/ops/yolo.cpp) ----
+
+
+@register_fake("detops::yolo_candidates")
+def _yolo_candidates_fake(prediction, conf_thres, objectness=True):
+    first_class = 5 if objectness else 4
+    torch._check(prediction.dim() == 3 and prediction.shape[2] > first_class,
+                 lambda: f"prediction must have shape [B, N, {first_class} + C], got {list(prediction.shape)}")
+    k = torch.library.get_ctx().new_dynamic_size()
+    return (
+        prediction.new_empty((k,), dtype=torch.int64),
+        prediction.new_empty((k, 4)),
+        prediction.new_empty((k,)),
+        prediction.new_empty((k,), dtype=torch.int64),
+    )

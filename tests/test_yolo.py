@@ -1,10 +1,14 @@
-"""detops.yolo.non_max_suppression against the usual per-image torchvision loop (detops.reference.nms)."""
+"""The yolo_candidates op against its reference, and detops.yolo.non_max_suppression against the usual
+per-image torchvision loop (both in detops.reference.yolo)."""
 
 import pytest
 import torch
 
 from detops import yolo
-from detops.reference import nms as ref
+from detops.reference import yolo as ref
+
+cuda = pytest.mark.cuda
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def v5_head(b, n, c, g):
@@ -64,3 +68,125 @@ def test_head_auto_detection(g):
     a = yolo.non_max_suppression(v8_of(pred), 0.2, 0.5)
     b = yolo.non_max_suppression(v8_of(pred), 0.2, 0.5, head="v8")
     assert torch.equal(a[0], b[0])
+
+
+# ---- the yolo_candidates op ----
+
+
+def candidates_of(pred, conf, objectness=True):
+    return torch.ops.detops.yolo_candidates(pred, conf, objectness)
+
+
+def assert_same_candidates(got, expected):
+    names = ("rows", "boxes", "scores", "labels")
+    for name, x, y in zip(names, got, expected):
+        assert x.dtype == y.dtype and x.shape == y.shape, name
+        torch.testing.assert_close(x, y, rtol=0, atol=0, equal_nan=True, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("classes", [80, 13, 3])  # 13 and 3: a tail after the eight-class vector steps
+@pytest.mark.parametrize("conf", [0.0, 0.001, 0.25, 0.6, 1.0])
+def test_candidates_match_reference(g, dtype, classes, conf):
+    pred = v5_head(2, 700, classes, g).to(dtype)
+    assert_same_candidates(candidates_of(pred, conf), ref.yolo_candidates(pred, conf))
+    v8 = v8_of(pred).transpose(1, 2)  # [B, N, 4 + C] view of a channels-first head: class stride N
+    assert_same_candidates(candidates_of(v8, conf, False), ref.yolo_candidates(v8, conf, False))
+
+
+def test_candidates_ties_pick_the_first_class(g):
+    pred = v5_head(1, 64, 21, g)
+    pred[0, :, 5:] = 0.1
+    for r in range(64):  # the maximum at two or three places, in the vector part and the tail
+        first = r % 21
+        pred[0, r, 5 + first] = pred[0, r, 5 + (first + 1 + r % 5) % 21] = 0.9
+        pred[0, r, 5 + (first + 9) % 21] = 0.9 if r % 2 else 0.5
+    pred[0, :, 4] = 0.8
+    rows, _, _, labels = candidates_of(pred, 0.25)
+    assert rows.tolist() == list(range(64))
+    assert_same_candidates(candidates_of(pred, 0.25), ref.yolo_candidates(pred, 0.25))
+    # Products that round to the same float: distinct class scores, equal confidences; the first wins.
+    pred[0, 0, 5:] = 0.0
+    pred[0, 0, 5 + 3] = 0.7
+    pred[0, 0, 5 + 17] = torch.nextafter(torch.tensor(0.7), torch.tensor(1.0))
+    pred[0, 0, 4] = 0.3
+    assert_same_candidates(candidates_of(pred, 0.25), ref.yolo_candidates(pred, 0.25))
+
+
+def test_candidates_at_the_threshold(g):
+    thr = 0.25
+    t = torch.tensor(thr)
+    pred = v5_head(1, 8, 16, g)
+    pred[0, :, 5:] = 0.5
+    pred[0, :, 5] = 1.0
+    # objectness at, just above, just below the threshold; scores then exactly objectness x 1.
+    pred[0, :, 4] = torch.stack([t, torch.nextafter(t, torch.tensor(1.0)), torch.nextafter(t, torch.tensor(0.0)),
+                                 t + 1e-5, t - 1e-5, t + 1e-5, t, t])
+    rows = candidates_of(pred, thr)[0]
+    assert rows.tolist() == [1, 3, 5]
+    assert_same_candidates(candidates_of(pred, thr), ref.yolo_candidates(pred, thr))
+    # A best score exactly at the threshold is not a candidate (> as in YOLO), one ulp above is.
+    pred[0, :, 4] = 1.0
+    pred[0, :, 5:] = 0.1
+    pred[0, 0, 7] = thr
+    pred[0, 1, 7] = torch.nextafter(t, torch.tensor(1.0))
+    assert candidates_of(pred, thr)[0].tolist() == [1]
+
+
+def test_candidates_nan_inf_negative(g):
+    pred = v5_head(1, 10, 12, g)
+    pred[0, :, 4] = 0.9
+    pred[0, 0, 4] = float("nan")  # NaN objectness: never above
+    pred[0, 1, 9] = float("nan")  # NaN class score: max is NaN, not a candidate
+    pred[0, 2, 5] = float("inf")  # inf: the best, a candidate
+    pred[0, 3, 4] = float("inf")  # inf objectness: inf x positive scores
+    pred[0, 4, 5:] = -1.0  # negative scores: never above a threshold >= 0
+    pred[0, 5, 0] = float("nan")  # a NaN box stays a candidate; NMS ranks it
+    got = candidates_of(pred, 0.25)
+    assert 0 not in got[0].tolist() and 1 not in got[0].tolist() and 4 not in got[0].tolist()
+    assert 2 in got[0].tolist() and 5 in got[0].tolist()
+    assert_same_candidates(got, ref.yolo_candidates(pred, 0.25))
+
+
+def test_candidates_empty_and_bad_input(g):
+    for shape in [(0, 10, 9), (2, 0, 9)]:
+        got = candidates_of(torch.rand(shape), 0.25)
+        assert [t.shape for t in got] == [(0,), (0, 4), (0,), (0,)]
+    pred = v5_head(1, 10, 3, g)
+    with pytest.raises(RuntimeError, match="no class channels"):
+        candidates_of(pred[..., :5], 0.25)
+    with pytest.raises(RuntimeError, match="no class channels"):
+        candidates_of(pred[..., :4], 0.25, False)
+    with pytest.raises(RuntimeError, match=r"shape \[B, N"):
+        candidates_of(pred[0], 0.25)
+    with pytest.raises(RuntimeError, match="floating-point"):
+        candidates_of(pred.to(torch.int32), 0.25)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(RuntimeError, match="conf_thres"):
+            candidates_of(pred, bad)
+
+
+def test_candidates_opcheck_and_compile(g):
+    pred = v5_head(2, 50, 7, g)
+    torch.library.opcheck(torch.ops.detops.yolo_candidates, (pred, 0.25, True))
+    torch.library.opcheck(torch.ops.detops.yolo_candidates, (v8_of(pred).transpose(1, 2), 0.1, False))
+    import torch._dynamo.config as dynamo_config
+
+    with dynamo_config.patch(capture_dynamic_output_shape_ops=True):
+        f = torch.compile(lambda p: candidates_of(p, 0.25)[1] * 2, fullgraph=True, backend="eager")
+        assert torch.equal(f(pred), candidates_of(pred, 0.25)[1] * 2)
+
+
+@cuda
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_candidates_cuda_matches_cpu(g, dtype):
+    pred = v5_head(3, 900, 80, g).to(dtype)
+    pred[0, 5, 9] = float("nan")
+    for conf in (0.001, 0.25):
+        assert_same_candidates([t.cpu() for t in candidates_of(pred.cuda(), conf)], candidates_of(pred, conf))
+        v8 = v8_of(pred).transpose(1, 2)
+        assert_same_candidates([t.cpu() for t in candidates_of(v8.cuda(), conf, False)], candidates_of(v8, conf, False))
+    out = yolo.non_max_suppression(pred.float().cuda(), 0.25, 0.45)
+    for x, y in zip(out, yolo.non_max_suppression(pred.float(), 0.25, 0.45)):
+        assert torch.equal(x.cpu(), y)
