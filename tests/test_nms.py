@@ -87,6 +87,23 @@ def test_nms_ties_duplicates_identical(g):
     assert detops.nms(same, torch.arange(50.0), 1.0).tolist() == list(range(49, -1, -1))  # IoU 1 is not > 1
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [255, 256, 3000, 70_000])
+def test_nms_rank_order_with_ties_signed_zeros_and_infinities(g, dtype, n):
+    # At threshold 1 nothing is suppressed (IoU is never > 1), so the result is the whole rank order: this
+    # checks the rank sort (a radix sort from 256 boxes on) against a stable descending sort.
+    boxes, _ = sparse_boxes(n, g, dtype=dtype)
+    scores = (torch.randint(-3, 4, (n,), generator=g).to(dtype) / 2) * torch.rand(n, generator=g, dtype=dtype).round()
+    scores[::7] = -0.0
+    scores[1::11] = float("inf")
+    scores[2::13] = -float("inf")
+    scores[3::17] = torch.rand(n, generator=g, dtype=dtype)[3::17] * 1e-30  # tiny and subnormal-near values
+    expected = torch.sort(scores, descending=True, stable=True).indices
+    assert torch.equal(detops.nms(boxes, scores, 1.0), expected)
+    idxs = torch.randint(0, 5, (n,), generator=g)
+    assert torch.equal(detops.batched_nms(boxes, scores, idxs, 1.0), expected)
+
+
 def test_nms_empty_and_one():
     assert detops.nms(torch.zeros(0, 4), torch.zeros(0), 0.5).shape == (0,)
     assert detops.nms(torch.tensor([[0.0, 0, 1, 1]]), torch.tensor([0.3]), 0.5).tolist() == [0]
