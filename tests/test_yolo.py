@@ -94,6 +94,17 @@ def test_candidates_match_reference(g, dtype, classes, conf):
     assert_same_candidates(candidates_of(v8, conf, False), ref.yolo_candidates(v8, conf, False))
 
 
+@pytest.mark.parametrize("n", [1100, 1])
+def test_candidates_across_chunks_and_images(g, n):
+    # 3 x 1100 rows: the kernel's 2048-row chunks and its 16-row blocks (v8 layout) straddle image ends.
+    pred = v5_head(3, n, 80, g)
+    for conf in (0.001, 0.3):
+        assert_same_candidates(candidates_of(pred, conf), ref.yolo_candidates(pred, conf))
+        for objectness in (False, True):  # a channel-major head with and without an objectness channel
+            cm = pred.transpose(1, 2).contiguous().transpose(1, 2)
+            assert_same_candidates(candidates_of(cm, conf, objectness), ref.yolo_candidates(cm, conf, objectness))
+
+
 def test_candidates_ties_pick_the_first_class(g):
     pred = v5_head(1, 64, 21, g)
     pred[0, :, 5:] = 0.1
@@ -105,6 +116,8 @@ def test_candidates_ties_pick_the_first_class(g):
     rows, _, _, labels = candidates_of(pred, 0.25)
     assert rows.tolist() == list(range(64))
     assert_same_candidates(candidates_of(pred, 0.25), ref.yolo_candidates(pred, 0.25))
+    cm = pred.transpose(1, 2).contiguous().transpose(1, 2)  # channel-major: rows in vector lanes
+    assert_same_candidates(candidates_of(cm, 0.25), ref.yolo_candidates(pred, 0.25))
     # Products that round to the same float: distinct class scores, equal confidences; the first wins.
     pred[0, 0, 5:] = 0.0
     pred[0, 0, 5 + 3] = 0.7

@@ -74,6 +74,49 @@ __attribute__((always_inline)) inline int64_t best_class_contiguous(const float*
   return label;
 }
 
+// best_class_of_row for kAcross consecutive float rows whose values are contiguous across rows (the v8
+// layout: channel-major, a row's class scores N apart), a row per vector lane: the class loop is the
+// scalar rule's (a strictly larger score moves the index, so ties keep the first), and two vectors of
+// eight rows use each loaded cache line whole. Returns how many of the rows are candidates.
+constexpr int64_t kAcross = 16;
+__attribute__((always_inline)) inline int64_t best_class_across(const float* row0, int64_t stride, int64_t C,
+                                                                int64_t first_class, bool objectness, float thr,
+                                                                float* best_out, int64_t* label_out) {
+  constexpr int kVectors = kAcross / 8;
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  Floats8 obj[kVectors], best[kVectors];
+  Ints8 at[kVectors], nan[kVectors];
+  for (int v = 0; v < kVectors; ++v) {
+    obj[v] = Floats8{} + 1.0f;
+    if (objectness) std::memcpy(&obj[v], row0 + 4 * stride + 8 * v, sizeof(Floats8));
+    best[v] = Floats8{} + neg_inf;
+    at[v] = Ints8{};
+    nan[v] = Ints8{};
+  }
+  for (int32_t c = 0; c < C; ++c) {
+    const float* p = row0 + (first_class + c) * stride;
+    for (int v = 0; v < kVectors; ++v) {
+      Floats8 s;
+      std::memcpy(&s, p + 8 * v, sizeof(s));
+      s = s * obj[v];
+      nan[v] |= s != s;
+      const Ints8 above = s > best[v];
+      best[v] = above ? s : best[v];
+      at[v] = above ? (Ints8{} + c) : at[v];
+    }
+  }
+  int64_t found = 0;
+  for (int v = 0; v < kVectors; ++v)
+    for (int l = 0; l < 8; ++l) {
+      const bool candidate = (!objectness || obj[v][l] > thr) && nan[v][l] == 0 && best[v][l] > thr;
+      const int64_t i = 8 * v + l;
+      label_out[i] = candidate ? at[v][l] : -1;
+      if (candidate) best_out[i] = best[v][l];
+      found += candidate;
+    }
+  return found;
+}
+
 // Scores rows [first, last): best score and class of each (class -1: not a candidate); returns how many are.
 template <typename T>
 DETOPS_VECTOR_CLONES int64_t score_rows(const T* pred, const YoloProblem& p, int64_t first, int64_t last, T thr,
@@ -82,6 +125,12 @@ DETOPS_VECTOR_CLONES int64_t score_rows(const T* pred, const YoloProblem& p, int
   for (int64_t r = first; r < last; ++r) {
     const T* row = pred + b * p.stride_b + n * p.stride_n;
     if constexpr (std::is_same_v<T, float>) {
+      if (p.stride_n == 1 && p.stride_d != 1 && r + kAcross <= last && n + kAcross <= p.N) {
+        found += best_class_across(row, p.stride_d, p.C, p.first_class, p.objectness, thr, best + r, label + r);
+        r += kAcross - 1, n += kAcross - 1;  // the loop's increment moves on to the row after the block
+        if (++n == p.N) n = 0, ++b;
+        continue;
+      }
       label[r] = p.stride_d == 1 ? best_class_contiguous(row, p.C, p.first_class, p.objectness, thr, best[r])
                                  : best_class_of_row(row, p.stride_d, p.C, p.first_class, p.objectness, thr, best[r]);
     } else {

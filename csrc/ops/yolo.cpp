@@ -5,6 +5,8 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <cstdint>
+#include <limits>
 
 #include "checks.h"
 
@@ -17,6 +19,8 @@ YoloProblem prepare_yolo_candidates(const at::Tensor& prediction, double conf_th
   TORCH_CHECK(prediction.size(2) > first_class, "prediction has no class channels: shape ", shape_str(prediction),
               objectness ? " with objectness needs at least 6 channels" : " needs at least 5 channels");
   check_floating(prediction, "prediction");
+  TORCH_CHECK(prediction.size(2) - first_class < std::numeric_limits<int32_t>::max(), "prediction has ",
+              prediction.size(2) - first_class, " classes; at most 2^31 - 2 are supported");
   TORCH_CHECK(std::isfinite(conf_thres) && conf_thres >= 0 && conf_thres <= 1, "conf_thres must be in [0, 1], got ",
               conf_thres);
   YoloProblem p;
