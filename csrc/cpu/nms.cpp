@@ -405,8 +405,10 @@ void multiclass_impl(MulticlassProblem& p) {
     if (static_cast<int64_t>(cand.size()) > M) {
       std::nth_element(cand.begin(), cand.begin() + M, cand.end(), RankBefore<T>{});
       cand.resize(static_cast<size_t>(M));
+      std::sort(cand.begin(), cand.end(), RankBefore<T>{});
+    } else {
+      sort_by_rank(cand);  // still in increasing prior order, as sort_by_rank needs
     }
-    std::sort(cand.begin(), cand.end(), RankBefore<T>{});
     const int64_t n = static_cast<int64_t>(cand.size());
     cols.resize(n);
     for (int64_t k = 0; k < n; ++k) cols.set(k, box_of(b, cand[k].id, c), k);
