@@ -54,8 +54,6 @@ def candidates(prediction: Tensor, conf_thres: float, multi_label: bool, classes
         rows, boxes, conf, cls = torch.ops.detops.yolo_candidates(pred, conf_thres, objectness)
         img = torch.div(rows, pred.shape[1], rounding_mode="floor")
     else:
-        if pred.shape[-1] <= (5 if objectness else 4):
-            raise ValueError("prediction has no class channels")
         if objectness:
             obj_ok = pred[..., 4] > conf_thres
             scores = pred[..., 5:] * (pred[..., 4:5] * obj_ok[..., None])  # failing rows score 0
@@ -120,6 +118,8 @@ def non_max_suppression(
     head = _head_layout(prediction, head)
     batch = prediction.shape[0]
     num_classes = prediction.shape[1] - 4 if head == "v8" else prediction.shape[2] - 5
+    if num_classes <= 0:
+        raise ValueError(f"prediction has no class channels (head {head}, shape {list(prediction.shape)})")
     img, boxes, conf, cls = candidates(prediction, conf_thres, multi_label, classes, head)
     if conf.numel() > max_candidates and int(torch.bincount(img, minlength=batch).max()) > max_candidates:
         ranked = torch.sort(conf, descending=True, stable=True).indices

@@ -61,6 +61,9 @@ def test_empty_images_and_bad_input(g):
         yolo.non_max_suppression(pred, 0.25, 0.45, head="v7")
     with pytest.raises(ValueError, match="prediction"):
         yolo.non_max_suppression(pred[0], 0.25, 0.45)
+    for multi_label in (False, True):
+        with pytest.raises(ValueError, match="no class channels"):
+            yolo.non_max_suppression(pred[..., :5], 0.25, 0.45, multi_label=multi_label, head="v5")
 
 
 def test_head_auto_detection(g):
