@@ -1,10 +1,12 @@
 """NMS family benchmarks against torchvision and the SSD tutorial's loop, in one run; prints a markdown table.
 
-    PYTHONPATH=. python benchmarks/bench_nms.py [--quick] [--no-tutorial] [--out table.md]
+    PYTHONPATH=. python benchmarks/bench_nms.py [--device cuda] [--quick] [--no-tutorial] [--only SECTION]
+                                                [--out table.md]
 
 Box distributions: "sparse" (random boxes up to 30 px in a 1000 px image, most kept) and "clustered" (jittered
 copies of 40 objects, most suppressed). Times are the best of several runs (one run where the baseline takes
-more than a second). On a GPU machine the CUDA section runs too.
+more than a second). `--device cuda` runs the CUDA sections instead of the CPU ones (timed with a
+synchronisation after each call).
 """
 
 import argparse
@@ -156,19 +158,21 @@ def bench_multiclass_cuda(rows, g):
         rows.append(("multiclass_nms cuda", f"SSD 32 img x 8732 x 21, cap {cap}", "-", fmt(t), float("nan")))
 
 
-def bench_yolo(rows, g):
+def bench_yolo(rows, g, device="cpu"):
     try:
         from detops import yolo
     except ImportError:
         return
+    sync = device == "cuda"
     for conf in (0.25, 0.001):
         pred = torch.randn(16, 8400, 85, generator=g)
         pred[..., :2] = torch.rand(16, 8400, 2, generator=g) * 640
         pred[..., 2:4] = torch.rand(16, 8400, 2, generator=g) * 100 + 5
         pred[..., 4:] = torch.sigmoid(pred[..., 4:] * 2 - 2)
-        td = timeit(lambda: yolo.non_max_suppression(pred, conf, 0.45), reps=9)
-        tt = timeit(lambda: ref_yolo.yolo_non_max_suppression(pred, conf, 0.45), reps=2)
-        rows.append(("yolo postprocess cpu", f"16 img x 8400 x 80 cls, conf {conf} vs per-image tv loop",
+        pred = pred.to(device)
+        td = timeit(lambda: yolo.non_max_suppression(pred, conf, 0.45), reps=9, sync=sync)
+        tt = timeit(lambda: ref_yolo.yolo_non_max_suppression(pred, conf, 0.45), reps=2, sync=sync)
+        rows.append((f"yolo postprocess {device}", f"16 img x 8400 x 80 cls, conf {conf} vs per-image tv loop",
                      fmt(tt), fmt(td), tt / td))
 
 
@@ -231,25 +235,34 @@ def main():
     ap.add_argument("--no-tutorial", action="store_true", help="skip the slow tutorial baseline (~30 s)")
     ap.add_argument("--out", help="also write the table to this markdown file")
     ap.add_argument("--only", choices=["nms", "batched", "multiclass", "yolo", "patch"], help="one section only")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="cpu: every CPU section; cuda: the CUDA sections only (nms, batched, multiclass, yolo)")
     args = ap.parse_args()
     g = torch.Generator().manual_seed(0)
     rows = []
     sizes = [1000, 5000, 20000] if args.quick else [1000, 5000, 20000, 100000]
     run = lambda name: args.only in (None, name)  # noqa: E731
-    if run("nms"):
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: no CUDA device visible")
+        if run("nms"):
+            bench_nms(rows, sizes, "cuda", g)
+        if run("batched"):
+            bench_batched(rows, "cuda", g)
+        if run("multiclass"):
+            bench_multiclass_cuda(rows, g)
+        if run("yolo"):
+            bench_yolo(rows, g, "cuda")
+    if args.device == "cpu" and run("nms"):
         bench_nms(rows, sizes, "cpu", g)
-    if run("batched"):
+    if args.device == "cpu" and run("batched"):
         bench_batched(rows, "cpu", g)
-    if run("multiclass"):
+    if args.device == "cpu" and run("multiclass"):
         bench_multiclass(rows, g, tutorial=not args.no_tutorial)
-    if run("yolo"):
+    if args.device == "cpu" and run("yolo"):
         bench_yolo(rows, g)
-    if run("patch"):
+    if args.device == "cpu" and run("patch"):
         bench_patch(rows, g)
-    if torch.cuda.is_available() and args.only is None:
-        bench_nms(rows, sizes, "cuda", g)
-        bench_batched(rows, "cuda", g)
-        bench_multiclass_cuda(rows, g)
     head = (f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
             f"torch {torch.__version__}, torchvision {torchvision.__version__}; "
             f"GPU: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
