@@ -15,7 +15,8 @@ def _pairwise_dtype(dtype, keep_reduced_float):
 
 
 def _check_boxes(t, name, min_dim=1):
-    torch._check(t.dim() >= min_dim and t.shape[-1] == 4, lambda: f"{name} must have shape [..., 4], got {list(t.shape)}")
+    torch._check(t.dim() >= min_dim and t.shape[-1] == 4,
+                 lambda: f"{name} must have shape [..., 4], got {list(t.shape)}")
 
 
 # ---- boxes (csrc/ops/boxes.cpp) ----
@@ -91,7 +92,8 @@ def _softmax_cross_entropy_fake(logits, targets):
 
 
 def _check_nms_args(boxes, scores):
-    torch._check(boxes.dim() == 2 and boxes.shape[1] == 4, lambda: f"boxes must have shape [N, 4], got {list(boxes.shape)}")
+    torch._check(boxes.dim() == 2 and boxes.shape[1] == 4,
+                 lambda: f"boxes must have shape [N, 4], got {list(boxes.shape)}")
     torch._check(scores.dim() == 1 and scores.shape[0] == boxes.shape[0], lambda: "scores must have shape [N]")
 
 

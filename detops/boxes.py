@@ -54,7 +54,8 @@ def box_iou(boxes1: Tensor, boxes2: Tensor, fmt: str = "xyxy") -> Tensor:
 
 
 def box_iof(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """Intersection over the area of the boxes1 box ("over foreground"), ``[..., N, 4] x [..., M, 4] -> [..., N, M]``."""
+    """Intersection over the area of the boxes1 box ("over foreground"):
+    ``[..., N, 4] x [..., M, 4] -> [..., N, M]``."""
     return box_overlap(boxes1, boxes2, "iof")
 
 

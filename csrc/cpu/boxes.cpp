@@ -94,7 +94,8 @@ void aligned_all(AlignedProblem& p) {
   T* out = p.out.data_ptr<T>();
   const T eps = static_cast<T>(p.eps);
   at::parallel_for(0, p.count, 16384, [=](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) out[i] = aligned_overlap(kMode, load_box(a + 4 * i), load_box(b + 4 * i), eps);
+    for (int64_t i = begin; i < end; ++i)
+      out[i] = aligned_overlap(kMode, load_box(a + 4 * i), load_box(b + 4 * i), eps);
   });
 }
 

@@ -126,7 +126,8 @@ __global__ void nms_scan_kernel(const uint64_t* __restrict__ mask, const uint8_t
     if (threadIdx.x < rows) keep[row0 + threadIdx.x] = static_cast<uint8_t>((kb >> threadIdx.x) & 1ULL);
     for (int64_t w2 = w + 1 + threadIdx.x; w2 < col_blocks; w2 += blockDim.x) {
       uint64_t acc = removed[w2];
-      for (uint64_t m = kb; m != 0; m &= m - 1) acc |= mask[(row0 + __ffsll(static_cast<long long>(m)) - 1) * col_blocks + w2];
+      for (uint64_t m = kb; m != 0; m &= m - 1)
+        acc |= mask[(row0 + __ffsll(static_cast<long long>(m)) - 1) * col_blocks + w2];
       removed[w2] = acc;
     }
     __syncthreads();
@@ -447,7 +448,8 @@ __global__ void soft_nms_kernel(const T* __restrict__ boxes, T* __restrict__ cur
       T bv = neg_inf<T>();
       int64_t b = -1;
       for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w)
-        if (best_i[w] >= 0 && (b < 0 || best_v[w] > bv || (best_v[w] == bv && best_i[w] < b))) bv = best_v[w], b = best_i[w];
+        if (best_i[w] >= 0 && (b < 0 || best_v[w] > bv || (best_v[w] == bv && best_i[w] < b)))
+          bv = best_v[w], b = best_i[w];
       sel_s = b;
       if (b >= 0) {
         keep[kept] = b;

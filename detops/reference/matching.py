@@ -28,7 +28,8 @@ def tutorial_cxcy_to_xy(cxcy):
 def tutorial_cxcy_to_gcxgcy(cxcy, priors_cxcy):
     """Encoding with variances (0.1, 0.2): (gcx, gcy) = 10 (c - pc) / pwh, (gw, gh) = 5 log(wh / pwh)."""
     return torch.cat(
-        [(cxcy[:, :2] - priors_cxcy[:, :2]) / (priors_cxcy[:, 2:] / 10), torch.log(cxcy[:, 2:] / priors_cxcy[:, 2:]) * 5],
+        [(cxcy[:, :2] - priors_cxcy[:, :2]) / (priors_cxcy[:, 2:] / 10),
+         torch.log(cxcy[:, 2:] / priors_cxcy[:, 2:]) * 5],
         1,
     )
 
