@@ -6,9 +6,11 @@ Heads:
   objectness x class probability, and a prediction needs objectness > ``conf_thres`` as well.
 * YOLOv8 style ``[B, 4 + C, N]``: ``(cx, cy, w, h, class probabilities...)`` channels first, no objectness.
 
-One native pass (``torch.ops.detops.yolo_candidates``) scores the whole batch, then one native
-``batched_nms`` call suppresses (categories = image x class, or image alone when class-agnostic): no
-per-image Python loop and no time limit that silently drops images.
+Best class per prediction (the default): one native pass (``torch.ops.detops.yolo_candidates``) scores the
+whole batch, then one native ``batched_nms`` call suppresses (categories = image x class, or image alone
+when class-agnostic). Multi-label, per class: ``multiclass_nms`` on the batch's dense class scores, which is
+exactly its rule (per image and class: threshold, NMS; then the best ``max_det`` per image). No per-image
+Python loop and no time limit that silently drops images.
 """
 
 from typing import List, Optional, Sequence
@@ -16,7 +18,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor
 
-from detops.nms import batched_nms
+from detops.nms import batched_nms, multiclass_nms
 
 
 def xywh_to_xyxy(xywh: Tensor) -> Tensor:
@@ -68,6 +70,56 @@ def candidates(prediction: Tensor, conf_thres: float, multi_label: bool, classes
     return img, boxes, conf, cls
 
 
+def _multi_label_by_class(prediction: Tensor, head: str, conf_thres: float, iou_thres: float,
+                          classes: Optional[Sequence[int]], max_det: int, max_candidates: int) -> List[Tensor]:
+    """Multi-label, per-class NMS for the batch through one multiclass_nms call on the dense class scores."""
+    pred = prediction.transpose(1, 2) if head == "v8" else prediction
+    owned = head == "v5" or classes is not None  # scores is a new tensor, not a view of the prediction
+    if head == "v5":
+        obj = pred[..., 4:5]
+        scores = pred[..., 5:] * (obj * (obj > conf_thres))  # objectness filter: failing rows score 0
+    else:
+        scores = pred[..., 4:]
+    if classes is not None:
+        wanted = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
+        in_range = [c for c in classes if 0 <= c < scores.shape[-1]]  # as a filter: other ids match nothing
+        wanted[torch.as_tensor(in_range, dtype=torch.long, device=scores.device)] = True
+        scores = scores * wanted  # unwanted classes score 0, never above a threshold >= 0
+    scores = _cap_candidates_per_image(scores, conf_thres, max_candidates, owned)
+    boxes = xywh_to_xyxy(pred[..., :4])
+    out_boxes, out_scores, labels, counts = multiclass_nms(boxes, scores, conf_thres, iou_thres, max_det)
+    out = torch.cat([out_boxes, out_scores[..., None], labels[..., None].to(out_boxes.dtype)], dim=-1)
+    return [out[b, :n] for b, n in enumerate(counts.tolist())]
+
+
+def _cap_candidates_per_image(scores: Tensor, conf_thres: float, limit: int, owned: bool) -> Tensor:
+    """scores [B, N, C] with every candidate (score > conf_thres) past an image's `limit` best set to 0: YOLO's
+    per-image cap before NMS (max_nms), in its order (decreasing score; ties in (prediction, class) order, as
+    its stable sort of the candidates leaves them). multiclass_nms can only cap per class. `owned`: scores is
+    this module's own tensor, which may be written in place."""
+    batch = scores.shape[0]
+    flat = scores.reshape(batch, -1)
+    candidate = flat > conf_thres
+    over = torch.nonzero(torch.count_nonzero(candidate, dim=1) > limit).flatten().tolist()
+    if not over:
+        return scores
+    if flat.data_ptr() == scores.data_ptr() and not owned:
+        flat = flat.clone()  # a view of the caller's prediction: never written to
+    for b in over:
+        row = flat[b]
+        where = torch.nonzero(candidate[b]).flatten()  # this image's candidates, in (prediction, class) order
+        values = row.index_select(0, where)
+        if limit == 0:
+            row.index_fill_(0, where, 0)
+            continue
+        last = -torch.kthvalue(-values, limit).values  # the limit-th best (a selection over candidates only)
+        above = values > last
+        tied = values == last
+        room = limit - int(above.sum())  # how many of the tied ones still fit: the first in order
+        row.index_copy_(0, where, torch.where(above | (tied & (torch.cumsum(tied, 0) <= room)), values, 0))
+    return flat.view(scores.shape)
+
+
 def _first_per_image(img: Tensor, order: Tensor, limit: int, batch: int) -> Tensor:
     """The first `limit` entries of each image in `order` (ranked), grouped image-major, rank kept within.
 
@@ -112,7 +164,8 @@ def non_max_suppression(
 
     Returns:
         list of B Tensors[n, 6]: ``[x1, y1, x2, y2, confidence, class]`` by decreasing confidence (ties: lower
-        candidate index), n <= max_det; an image without detections gives a ``[0, 6]`` tensor.
+        prediction index; multi-label and not agnostic, as multiclass_nms orders them: lower class, then lower
+        prediction index), n <= max_det; an image without detections gives a ``[0, 6]`` tensor.
     """
     _check(prediction, conf_thres, iou_thres, max_det)
     head = _head_layout(prediction, head)
@@ -120,6 +173,8 @@ def non_max_suppression(
     num_classes = prediction.shape[1] - 4 if head == "v8" else prediction.shape[2] - 5
     if num_classes <= 0:
         raise ValueError(f"prediction has no class channels (head {head}, shape {list(prediction.shape)})")
+    if multi_label and not agnostic and batch > 0 and max_det > 0:
+        return _multi_label_by_class(prediction, head, conf_thres, iou_thres, classes, max_det, max_candidates)
     img, boxes, conf, cls = candidates(prediction, conf_thres, multi_label, classes, head)
     if conf.numel() > max_candidates and int(torch.bincount(img, minlength=batch).max()) > max_candidates:
         ranked = torch.sort(conf, descending=True, stable=True).indices

@@ -47,6 +47,32 @@ def test_same_detections_as_per_image_loop(g, kw, conf, head):
         assert torch.equal(x, y)
 
 
+def _sorted_rows(x):
+    """Detections as a set (sorted rows): with tied confidences the order between classes may differ."""
+    return sorted(map(tuple, x.tolist()))
+
+
+@pytest.mark.parametrize("head", ["v5", "v8"])
+@pytest.mark.parametrize("kw", [dict(max_candidates=150), dict(max_candidates=0), dict(classes=[0, 2, 5, 99]),
+                                dict(max_candidates=90, classes=[1, 2]), dict(classes=[])])
+def test_multi_label_cap_and_classes_with_ties(g, head, kw):
+    # Multi-label goes through multiclass_nms, with YOLO's per-image cap (max_candidates) applied first:
+    # tied confidences at the cap keep the first in (prediction, class) order, as YOLO's stable sort does.
+    # (max_det is out of reach: which of several tied detections its cut keeps is a matter of tie order.)
+    kw = dict(kw, max_det=10_000)
+    pred = v5_head(3, 400, 6, g)
+    pred[..., 4:] = (pred[..., 4:] * 8).round() / 8  # many ties, also at the cap
+    if head == "v8":
+        pred = v8_of(pred)
+    before = pred.clone()
+    got = yolo.non_max_suppression(pred, 0.1, 0.45, multi_label=True, **kw)
+    expected = ref.yolo_non_max_suppression(pred, 0.1, 0.45, multi_label=True, **kw)
+    for x, y in zip(got, expected):
+        assert _sorted_rows(x) == _sorted_rows(y)
+        assert bool((x[1:, 4] <= x[:-1, 4]).all())  # by decreasing confidence
+    assert torch.equal(pred, before)  # the caller's tensor is never written to
+
+
 def test_empty_images_and_bad_input(g):
     pred = v5_head(2, 100, 4, g)
     pred[0, :, 4] = 0  # no objectness in image 0
