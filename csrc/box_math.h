@@ -8,10 +8,24 @@
 
 #include <c10/macros/Macros.h>
 #include <cmath>
+#include <cstdint>
 
 #define DETOPS_HD C10_HOST_DEVICE inline
 
 namespace detops {
+
+// Center-size (cx, cy, w, h), read at `stride` apart, to corners (cx - w / 2, cy - h / 2, cx + w / 2,
+// cy + h / 2): each step computed in Acc (float for half and bfloat16) and rounded to T, as the same
+// expression does in tensors of T (YOLO's xywh2xyxy).
+template <typename T, typename Acc = T>
+DETOPS_HD void center_size_to_corners(const T* p, int64_t stride, T* out) {
+  for (int i = 0; i < 2; ++i) {
+    const Acc center = static_cast<Acc>(p[i * stride]);
+    const Acc half = static_cast<Acc>(static_cast<T>(static_cast<Acc>(p[(i + 2) * stride]) / Acc(2)));
+    out[i] = static_cast<T>(center - half);
+    out[i + 2] = static_cast<T>(center + half);
+  }
+}
 
 // Overlap measures; the integer values are part of the op schemas' string <-> enum mapping.
 enum class IouMode : int { IoU = 0, GIoU = 1, DIoU = 2, CIoU = 3, IoF = 4 };

@@ -182,7 +182,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> yolo_candidates_cpu(c
           rows_out[i] = r;
           score_out[i] = best_of[r];
           label_out[i] = label_of[r];
-          center_size_to_corners(row, p.stride_d, box_out + 4 * i);
+          center_size_to_corners<scalar_t, at::opmath_type<scalar_t>>(row, p.stride_d, box_out + 4 * i);
           ++i;
         }
       }

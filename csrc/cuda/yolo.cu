@@ -44,7 +44,7 @@ __global__ void write_candidates_kernel(const T* __restrict__ pred, RowLayout la
     const int64_t r = rows[i];
     scores[i] = best[r];
     labels[i] = label[r];
-    center_size_to_corners(pred + layout.offset(r), layout.stride_d, boxes + 4 * i);
+    center_size_to_corners<T, at::opmath_type<T>>(pred + layout.offset(r), layout.stride_d, boxes + 4 * i);
   }
 }
 

@@ -83,17 +83,4 @@ DETOPS_HD int64_t best_class_of_row(const T* row, int64_t stride, int64_t C, int
   return label;
 }
 
-// (cx, cy, w, h) at stride `stride` -> (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), each step rounded
-// to T as YOLO's xywh2xyxy computes it in tensors of T.
-template <typename T>
-DETOPS_HD void center_size_to_corners(const T* row, int64_t stride, T* out) {
-  using acc_t = at::opmath_type<T>;
-  for (int i = 0; i < 2; ++i) {
-    const acc_t center = static_cast<acc_t>(row[i * stride]);
-    const acc_t half = static_cast<acc_t>(static_cast<T>(static_cast<acc_t>(row[(i + 2) * stride]) / 2));
-    out[i] = static_cast<T>(center - half);
-    out[i + 2] = static_cast<T>(center + half);
-  }
-}
-
 }  // namespace detops

@@ -8,6 +8,11 @@ import torch
 from torch import Tensor
 
 
+def _xywh_to_xyxy(xywh: Tensor) -> Tensor:
+    half = xywh[..., 2:4] / 2
+    return torch.cat([xywh[..., :2] - half, xywh[..., :2] + half], dim=-1)
+
+
 def yolo_candidates(prediction: Tensor, conf_thres: float, objectness: bool = True) -> Tuple[Tensor, Tensor, Tensor,
                                                                                               Tensor]:
     """Rows of prediction [B, N, 4 (+1) + C] whose best class score (x objectness) is above conf_thres, and
@@ -22,10 +27,7 @@ def yolo_candidates(prediction: Tensor, conf_thres: float, objectness: bool = Tr
         ok = torch.ones(b * n, dtype=torch.bool, device=prediction.device)
     best, label = scores.max(-1)  # first index of the maximum; a row with a NaN gives NaN, never above
     index = torch.nonzero(ok & (best > conf_thres)).squeeze(1)
-    xywh = rows[index, :4]
-    half = xywh[:, 2:4] / 2
-    boxes = torch.cat([xywh[:, :2] - half, xywh[:, :2] + half], dim=1)
-    return index, boxes, best[index], label[index]
+    return index, _xywh_to_xyxy(rows[index, :4]), best[index], label[index]
 
 
 def yolo_non_max_suppression(
@@ -43,7 +45,7 @@ def yolo_non_max_suppression(
     """The per-image loop YOLOv5-style code runs (no time limit): the baseline of detops.yolo."""
     import torchvision
 
-    from detops.yolo import _head_layout, xywh_to_xyxy
+    from detops.yolo import _head_layout  # argument handling only
 
     head = _head_layout(prediction, head)
     if head == "v8":
@@ -55,7 +57,7 @@ def yolo_non_max_suppression(
             scores = x[:, 5:] * x[:, 4:5]
         else:
             scores = x[:, 4:]
-        box = xywh_to_xyxy(x[:, :4])
+        box = _xywh_to_xyxy(x[:, :4])
         if multi_label:
             i, j = (scores > conf_thres).nonzero(as_tuple=False).T
             x = torch.cat((box[i], scores[i, j, None], j[:, None].to(box.dtype)), 1)
