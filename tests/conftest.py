@@ -12,6 +12,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def device(request):
+    """Each behaviour test that takes `device` runs on the CPU and, where a GPU is visible, on CUDA (the
+    cuda case is skipped, visibly, elsewhere)."""
+    return torch.device(request.param)
+
+
 @pytest.fixture
 def gen():
     """A seeded generator: every test sees the same random boxes on every run."""

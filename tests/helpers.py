@@ -30,3 +30,11 @@ def adversarial_boxes(dtype=torch.float32):
         dtype=torch.float64,
     )
     return b.to(dtype)
+
+
+def cpu_and_cuda():
+    """Devices for ``pytest.mark.parametrize("device", cpu_and_cuda())``: the cuda case carries the cuda mark,
+    so it is skipped where no GPU is visible. The ``device`` fixture in conftest.py is the same list."""
+    import pytest
+
+    return ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
