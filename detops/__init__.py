@@ -25,7 +25,8 @@ from detops.boxes import (  # noqa: E402
     generalized_box_iou_loss,
 )
 from detops.coding import decode_boxes, encode_boxes  # noqa: E402
-from detops.matching import hard_negative_mining, match_boxes, match_priors, softmax_cross_entropy  # noqa: E402
+from detops.hard_negatives import hard_negative_mining, softmax_cross_entropy  # noqa: E402
+from detops.matching import match_boxes, match_priors  # noqa: E402
 from detops.nms import batched_nms, multiclass_nms, nms, soft_nms  # noqa: E402
 from detops.patch import patch_torchvision  # noqa: E402
 

@@ -27,10 +27,10 @@ def _setup_boxes(ctx, inputs, output):
     ctx.mode, ctx.eps = mode, eps
 
 
-def _box_iou_backward(ctx, grad):
+def _box_overlap_backward(ctx, grad):
     boxes1, boxes2 = ctx.saved_tensors
     g1, g2 = _vjp(
-        lambda a, b: ref_boxes.box_iou(a, b, ctx.mode, ctx.eps), (boxes1, boxes2), grad, ctx.needs_input_grad[:2]
+        lambda a, b: ref_boxes.box_overlap(a, b, ctx.mode, ctx.eps), (boxes1, boxes2), grad, ctx.needs_input_grad[:2]
     )
     return g1, g2, None, None
 
@@ -64,21 +64,26 @@ def _decode_backward(ctx, grad):
 
 
 def _setup_cross_entropy(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
+    logits, targets, ignore_index = inputs
+    ctx.save_for_backward(logits, targets)
+    ctx.ignore_index = ignore_index
 
 
 def _cross_entropy_backward(ctx, grad):
     # d loss / d logits = softmax(logits) - one_hot(target); scatter, not F.one_hot, which reads the largest
     # target on the host (a CUDA synchronisation).
+    # Ignored rows (target == ignore_index) have gradient 0.
     logits, targets = ctx.saved_tensors
     compute = torch.float32 if logits.dtype in (torch.float16, torch.bfloat16) else logits.dtype
     g = torch.softmax(logits.to(compute), dim=-1)
-    index = targets.long().unsqueeze(-1)
+    kept = (targets != ctx.ignore_index).unsqueeze(-1)
+    index = torch.where(kept, targets.long().unsqueeze(-1), 0)
     g = g.scatter_add(-1, index, torch.full_like(index, -1, dtype=compute))
-    return (g * grad.to(compute).unsqueeze(-1)).to(logits.dtype), None
+    g = torch.where(kept, g * grad.to(compute).unsqueeze(-1), 0)
+    return g.to(logits.dtype), None, None
 
 
-register_autograd("detops::box_iou", _box_iou_backward, setup_context=_setup_boxes)
+register_autograd("detops::box_overlap", _box_overlap_backward, setup_context=_setup_boxes)
 register_autograd("detops::box_iou_aligned", _box_iou_aligned_backward, setup_context=_setup_boxes)
 register_autograd("detops::encode_boxes", _encode_backward, setup_context=_setup_coding)
 register_autograd("detops::decode_boxes", _decode_backward, setup_context=_setup_coding)

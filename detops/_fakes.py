@@ -22,8 +22,8 @@ def _check_boxes(t, name, min_dim=1):
 # ---- boxes (csrc/ops/boxes.cpp) ----
 
 
-@register_fake("detops::box_iou")
-def _box_iou_fake(boxes1, boxes2, mode="iou", eps=1e-7):
+@register_fake("detops::box_overlap")
+def _box_overlap_fake(boxes1, boxes2, mode="iou", eps=1e-7):
     _check_boxes(boxes1, "boxes1", 2)
     _check_boxes(boxes2, "boxes2", 2)
     lead = torch.broadcast_shapes(boxes1.shape[:-2], boxes2.shape[:-2])
@@ -82,7 +82,7 @@ def _hard_negative_mining_fake(conf_loss, positives, neg_pos_ratio=3):
 
 
 @register_fake("detops::softmax_cross_entropy")
-def _softmax_cross_entropy_fake(logits, targets):
+def _softmax_cross_entropy_fake(logits, targets, ignore_index=-100):
     torch._check(logits.dim() >= 1 and logits.shape[-1] > 0, lambda: "logits must have shape [..., C] with C >= 1")
     torch._check(targets.shape == logits.shape[:-1], lambda: "targets must have the shape of logits without C")
     return logits.new_empty(targets.shape)
@@ -114,12 +114,20 @@ def _batched_nms_fake(boxes, scores, idxs, iou_threshold):
     return _dynamic_index_tensor(boxes)
 
 
+def multiclass_output_size(priors, classes, max_detections, background_class=-1, max_candidates_per_class=-1):
+    """K of multiclass_nms' padded outputs: max_detections, clamped to the candidates an image can have
+    (the classes searched times the candidates each keeps), as prepare_multiclass does."""
+    cap = priors if max_candidates_per_class < 0 else min(priors, max_candidates_per_class)
+    searched = max(0, classes - (1 if background_class >= 0 else 0))
+    return min(max_detections, searched * cap)
+
+
 @register_fake("detops::multiclass_nms")
 def _multiclass_nms_fake(boxes, scores, score_threshold, iou_threshold, max_detections, background_class=-1,
                          max_candidates_per_class=-1):
     torch._check(scores.dim() == 3, lambda: f"scores must have shape [B, P, C], got {list(scores.shape)}")
-    b = scores.shape[0]
-    k = max_detections
+    b, p, c = scores.shape
+    k = multiclass_output_size(p, c, max_detections, background_class, max_candidates_per_class)
     return (
         scores.new_empty((b, k, 4), dtype=scores.dtype),
         scores.new_empty((b, k), dtype=scores.dtype),

@@ -29,7 +29,7 @@ def box_overlap(boxes1: Tensor, boxes2: Tensor, mode: str = "iou", eps: float = 
         Tensor[..., N, M]: float32 for integer, float16 and bfloat16 input, else the input dtype. Empty
         when N or M is 0. Differentiable with respect to both inputs.
     """
-    return torch.ops.detops.box_iou(boxes1, boxes2, mode, eps)
+    return torch.ops.detops.box_overlap(boxes1, boxes2, mode, eps)
 
 
 def _to_xyxy(boxes: Tensor, fmt: str) -> Tensor:

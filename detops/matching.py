@@ -1,9 +1,8 @@
-"""Training targets for anchor-based detectors: the SSD matching rule (:func:`match_priors`), torchvision's
-``Matcher`` rule (:func:`match_boxes`), hard negative mining (:func:`hard_negative_mining`) and the per-prior
-cross-entropy that ranks the negatives (:func:`softmax_cross_entropy`).
+"""Training targets for anchor-based detectors: the SSD matching rule (:func:`match_priors`) and torchvision's
+``Matcher`` rule (:func:`match_boxes`). Hard negative mining is its own family (:mod:`detops.hard_negatives`).
 
-Kernels: csrc/cpu/matching.cpp, csrc/cpu/hard_negatives.cpp and their CUDA twins in csrc/cuda/; formulas:
-csrc/box_math.h; reference: detops/reference/matching.py (including step-by-step mirrors of the SSD tutorial).
+Kernels: csrc/cpu/matching.cpp and csrc/cuda/matching.cu; formulas: csrc/box_math.h; reference:
+detops/reference/matching.py (including step-by-step mirrors of the SSD tutorial).
 """
 
 from typing import List, Optional, Sequence, Tuple, Union
@@ -11,7 +10,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-SSD_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+from detops.coding import SSD_WEIGHTS
 
 BoxesArg = Union[Tensor, Sequence[Tensor]]
 
@@ -152,42 +151,3 @@ def match_boxes(
     return torch.ops.detops.match_boxes(
         match_quality_matrix, float(high_threshold), float(low_threshold), bool(allow_low_quality_matches)
     )
-
-
-def hard_negative_mining(conf_loss: Tensor, positives: Tensor, neg_pos_ratio: int = 3) -> Tensor:
-    """SSD's hard negative mining by per-row selection (no sort of the whole row).
-
-    Per row: with n_pos positives, the ``min(neg_pos_ratio * n_pos, n_neg)`` non-positive entries of highest
-    loss are selected; NaN counts as the highest; among equal losses at the boundary the lower indices are
-    taken (deterministic on both devices). For non-negative losses (cross-entropy) the selected losses sum to
-    exactly what the SSD tutorial's sort-based selection sums. A row without positives selects nothing.
-
-    Args:
-        conf_loss (Tensor[B, P]): per-prior loss, floating point (not differentiated through).
-        positives (Tensor[B, P] bool): the positive priors.
-        neg_pos_ratio (int): negatives per positive, >= 0.
-
-    Returns:
-        Tensor[B, P] bool: the hard negatives (never a positive).
-    """
-    return torch.ops.detops.hard_negative_mining(conf_loss.detach(), positives, int(neg_pos_ratio))
-
-
-def softmax_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-    """Per-row softmax cross-entropy: ``F.cross_entropy(logits.flatten(0, -2), targets.flatten(),
-    reduction="none")`` in the shape of ``targets``, computed in one pass with no ``[..., C]`` intermediate.
-
-    SSD's hard negative mining ranks every prior by this loss; ``log_softmax`` over all priors (and its
-    output, as large as the logits) is most of what that ranking costs with plain PyTorch.
-
-    Args:
-        logits (Tensor[..., C]): unnormalised class scores, floating point (float16/bfloat16 computed in
-            float32).
-        targets (Tensor[...] int64 or int32): class indices in ``[0, C)``. Outside that range: an error on
-            the CPU, NaN on CUDA (checking there would need a host synchronisation).
-
-    Returns:
-        Tensor[...]: the loss per row, in the logits' dtype. Differentiable with respect to ``logits``
-        (the gradient is ``softmax(logits) - one_hot(targets)``).
-    """
-    return torch.ops.detops.softmax_cross_entropy(logits, targets)

@@ -79,7 +79,9 @@ def multiclass_nms(
         scores (Tensor[B, P, C]): class probabilities (no softmax or sigmoid is applied here).
         score_threshold (float): candidates need a score strictly greater than this.
         iou_threshold (float): NMS threshold, as in :func:`nms`.
-        max_detections (int): K, detections per image.
+        max_detections (int): detections per image at most. The padded outputs have K = the smaller of
+            this and the candidates an image can have (classes searched times candidates per class), so
+            a "no limit" value such as ``10**9`` allocates no more than the input needs.
         background_class (int, optional): a class index to skip (SSD's 0).
         max_candidates_per_class (int, optional): per image and class, only this many best candidates
             enter NMS.

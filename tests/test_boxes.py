@@ -67,7 +67,7 @@ def test_pairwise_matches_torchvision(mode, dtype, kind, gen):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_pairwise_matches_reference(mode, dtype, gen):
     a, b = random_boxes(64, dtype=dtype, generator=gen), random_boxes(48, dtype=dtype, generator=gen)
-    assert_parity(detops.box_overlap(a, b, mode), ref.box_iou(a, b, mode))
+    assert_parity(detops.box_overlap(a, b, mode), ref.box_overlap(a, b, mode))
 
 
 def test_iou_zero_area_pair_is_nan_like_torchvision():
@@ -268,10 +268,10 @@ def test_opcheck(gen):
     a = random_boxes(7, generator=gen, lead=(2,))
     b = random_boxes(5, generator=gen)
     for mode in ("iou", "ciou"):
-        torch.library.opcheck(torch.ops.detops.box_iou.default, (a, b, mode, 1e-7))
+        torch.library.opcheck(torch.ops.detops.box_overlap.default, (a, b, mode, 1e-7))
     b7 = random_boxes(7, generator=gen, lead=(2,))
     torch.library.opcheck(torch.ops.detops.box_iou_aligned.default, (a.double(), b7.double(), "giou", 1e-7))
-    torch.library.opcheck(torch.ops.detops.box_iou.default, (a.double().requires_grad_(), b.double(), "giou", 1e-7))
+    torch.library.opcheck(torch.ops.detops.box_overlap.default, (a.double().requires_grad_(), b.double(), "giou", 1e-7))
 
 
 def test_torch_compile_fullgraph(gen):
@@ -328,7 +328,7 @@ def test_cuda_device_mismatch_is_an_error():
 def test_cuda_opcheck_and_grad(gen):
     a = random_boxes(7, generator=gen, dtype=torch.float64).cuda().requires_grad_()
     b = random_boxes(5, generator=gen, dtype=torch.float64).cuda()
-    torch.library.opcheck(torch.ops.detops.box_iou.default, (a, b, "ciou", 1e-7))
+    torch.library.opcheck(torch.ops.detops.box_overlap.default, (a, b, "ciou", 1e-7))
     assert torch.autograd.gradcheck(lambda x: detops.box_overlap(x, b, "giou"), (a,))
 
 

@@ -1,10 +1,12 @@
 """detops.hard_negative_mining against the exact-mask reference and the SSD tutorial's sort-based selection."""
 
+import math
+
 import pytest
 import torch
 
 import detops
-from detops.reference import matching as ref
+from detops.reference import hard_negatives as ref
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -144,7 +146,7 @@ def test_cross_entropy_extremes_and_non_finite():
 
 def test_cross_entropy_bad_input_and_empty():
     assert detops.softmax_cross_entropy(torch.zeros(0, 5), torch.zeros(0, dtype=torch.long)).shape == (0,)
-    with pytest.raises(RuntimeError, match=r"targets must be class indices in \[0, 3\)"):
+    with pytest.raises(RuntimeError, match=r"targets\[2\] is 3; targets must be class indices in \[0, 3\)"):
         detops.softmax_cross_entropy(torch.zeros(4, 3), torch.tensor([0, 1, 3, 0]))
     with pytest.raises(RuntimeError, match=r"targets must be class indices in \[0, 3\)"):
         detops.softmax_cross_entropy(torch.zeros(4, 3), torch.tensor([0, -1, 2, 0]))
@@ -156,6 +158,46 @@ def test_cross_entropy_bad_input_and_empty():
         detops.softmax_cross_entropy(torch.zeros(4, 3), torch.zeros(4))
     with pytest.raises(RuntimeError, match="logits"):
         detops.softmax_cross_entropy(torch.zeros(4, 3, dtype=torch.long), torch.zeros(4, dtype=torch.long))
+
+
+def test_cross_entropy_ignore_index(device):
+    # F.cross_entropy's ignore_index (default -100): loss 0 and gradient 0 for those rows, whatever their
+    # logits; a target equal to ignore_index inside [0, C) is ignored too, as in F.cross_entropy.
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 6, 5, dtype=torch.float64, generator=gen)
+    logits[0, 1] = float("nan")  # an ignored row's NaN logits do not leak into its loss
+    targets = torch.tensor([[0, -100, 4, -100, 1, 2], [3, 3, -100, 0, 4, 1]])
+    x = logits.to(device).requires_grad_()
+    t = targets.to(device)
+    got = detops.softmax_cross_entropy(x, t)
+    want = torch.nn.functional.cross_entropy(logits.view(-1, 5), targets.view(-1), reduction="none").view(2, 6)
+    torch.testing.assert_close(got.detach().cpu(), want)
+    torch.testing.assert_close(got.detach().cpu(), ref.softmax_cross_entropy(logits, targets))
+    ignored = targets == -100
+    assert bool((got.detach().cpu()[ignored] == 0).all())
+    (g,) = torch.autograd.grad(got.sum(), x)
+    assert bool((g.cpu()[ignored] == 0).all()) and bool((g.cpu()[~ignored] != 0).any())
+    clean = logits.clone()
+    clean[0, 1] = 0.0
+    xc = clean.requires_grad_()
+    (want_g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(
+        xc.view(-1, 5), targets.view(-1), reduction="none").sum(), xc)
+    torch.testing.assert_close(g.cpu(), want_g)
+    t3 = torch.tensor([3, 1, 3], device=device)
+    out = detops.softmax_cross_entropy(torch.zeros(3, 5, device=device), t3, ignore_index=3)
+    assert out.cpu().tolist() == [0.0, pytest.approx(math.log(5)), 0.0]
+    torch.library.opcheck(torch.ops.detops.softmax_cross_entropy.default,
+                          (logits.to(device).float().nan_to_num(), t, -100))
+
+
+def test_cross_entropy_bad_target_names_row_and_value():
+    with pytest.raises(RuntimeError, match=r"targets\[2\] is 3; targets must be class indices in \[0, 3\) or "
+                                           r"ignore_index \(-100\)"):
+        detops.softmax_cross_entropy(torch.zeros(4, 3), torch.tensor([0, -100, 3, 0]))
+    with pytest.raises(RuntimeError, match=r"targets\[1, 0\] is -1"):
+        detops.softmax_cross_entropy(torch.zeros(2, 2, 3), torch.tensor([[0, 1], [-1, 7]]))
+    with pytest.raises(RuntimeError, match=r"targets\[0\] is -100; .* ignore_index \(-1\)"):
+        detops.softmax_cross_entropy(torch.zeros(1, 3), torch.tensor([-100]), ignore_index=-1)
 
 
 def test_cross_entropy_gradient_opcheck_and_compile():

@@ -250,7 +250,8 @@ def test_multiclass_nms_matches_reference(g, kw):
     for x, y in zip(got, expected):
         assert torch.equal(x, y)
     out_boxes, out_scores, labels, counts = got
-    k = args["max_detections"]
+    classes = 5 - (1 if "background_class" in kw else 0)
+    k = min(args["max_detections"], classes * args.get("max_candidates_per_class", 400))  # clamped to candidates
     assert out_boxes.shape == (2, k, 4) and out_scores.shape == (2, k) and labels.shape == (2, k)
     assert labels.dtype == torch.int64 and counts.dtype == torch.int64
     for b in range(2):
@@ -308,9 +309,35 @@ def test_multiclass_nms_nan_and_bad_input(g):
 
 def test_multiclass_nms_empty():
     out = detops.multiclass_nms(torch.zeros(3, 0, 4), torch.zeros(3, 0, 4), 0.1, 0.5, 5)
+    assert out[0].shape == (3, 0, 4) and out[3].tolist() == [0, 0, 0]  # no priors: no rows to pad
+    out = detops.multiclass_nms(torch.zeros(3, 2, 4), torch.zeros(3, 2, 4), 0.1, 0.5, 5)
     assert out[0].shape == (3, 5, 4) and out[3].tolist() == [0, 0, 0] and bool((out[2] == -1).all())
     out = detops.multiclass_nms(torch.zeros(0, 10, 4), torch.zeros(0, 10, 4), 0.1, 0.5, 5)
     assert out[0].shape == (0, 5, 4)
+
+
+@pytest.mark.parametrize(
+    "kw, k",
+    [
+        (dict(), 2 * 3),  # every class, every prior
+        (dict(background_class=0), 2 * 2),
+        (dict(max_candidates_per_class=1), 3),
+        (dict(background_class=2, max_candidates_per_class=1), 2),
+    ],
+)
+def test_multiclass_nms_output_clamped_to_candidates(device, kw, k):
+    # A "no limit" max_detections must not allocate [B, 10**9, 4]: K is clamped to the candidates an image can
+    # have, before allocation, on the kernel and in the fake alike.
+    boxes = torch.tensor([[[0.0, 0, 1, 1], [5, 5, 6, 6]]], device=device)
+    scores = torch.tensor([[[0.9, 0.8, 0.7], [0.6, 0.5, 0.4]]], device=device)
+    out = detops.multiclass_nms(boxes, scores, 0.0, 0.5, 10**9, **kw)
+    assert out[0].shape == (1, k, 4) and out[1].shape == (1, k) and out[2].shape == (1, k)
+    assert int(out[3][0]) == k  # every candidate survives: two disjoint boxes
+    for x, y in zip(out, ref.multiclass_nms(boxes.cpu(), scores.cpu(), 0.0, 0.5, 10**9, **kw)):
+        assert torch.equal(x.cpu(), y)
+    with torch._subclasses.fake_tensor.FakeTensorMode():
+        fake = detops.multiclass_nms(torch.empty(1, 2, 4), torch.empty(1, 2, 3), 0.0, 0.5, 10**9, **kw)
+    assert fake[0].shape == (1, k, 4)
 
 
 def test_multiclass_nms_equals_tutorial_detect_objects(g):

@@ -67,22 +67,13 @@ void pairwise_all(PairwiseProblem& p) {
   });
 }
 
-template <typename T>
-void pairwise_dispatch_mode(PairwiseProblem& p) {
-  switch (p.mode) {
-    case IouMode::IoU: return pairwise_all<T, IouMode::IoU>(p);
-    case IouMode::GIoU: return pairwise_all<T, IouMode::GIoU>(p);
-    case IouMode::DIoU: return pairwise_all<T, IouMode::DIoU>(p);
-    case IouMode::CIoU: return pairwise_all<T, IouMode::CIoU>(p);
-    case IouMode::IoF: return pairwise_all<T, IouMode::IoF>(p);
-  }
-}
-
-at::Tensor box_iou_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode, double eps) {
+at::Tensor box_overlap_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode, double eps) {
   PairwiseProblem p = prepare_pairwise(boxes1, boxes2, mode, eps, /*allocate_out=*/false);
   p.out = empty_large_cpu({p.batch, p.n, p.m}, p.a.options());
   if (p.out.numel() > 0) {
-    AT_DISPATCH_FLOATING_TYPES(p.a.scalar_type(), "box_iou_cpu", [&] { pairwise_dispatch_mode<scalar_t>(p); });
+    AT_DISPATCH_FLOATING_TYPES(p.a.scalar_type(), "box_overlap_cpu", [&] {
+      dispatch_iou_mode(p.mode, [&](auto mode) { pairwise_all<scalar_t, decltype(mode)::value>(p); });
+    });
   }
   return finish_pairwise(p);
 }
@@ -103,13 +94,7 @@ at::Tensor box_iou_aligned_cpu(const at::Tensor& boxes1, const at::Tensor& boxes
                                double eps) {
   AlignedProblem p = prepare_aligned(boxes1, boxes2, mode, eps);
   AT_DISPATCH_FLOATING_TYPES(p.a.scalar_type(), "box_iou_aligned_cpu", [&] {
-    switch (p.mode) {
-      case IouMode::IoU: return aligned_all<scalar_t, IouMode::IoU>(p);
-      case IouMode::GIoU: return aligned_all<scalar_t, IouMode::GIoU>(p);
-      case IouMode::DIoU: return aligned_all<scalar_t, IouMode::DIoU>(p);
-      case IouMode::CIoU: return aligned_all<scalar_t, IouMode::CIoU>(p);
-      case IouMode::IoF: return aligned_all<scalar_t, IouMode::IoF>(p);
-    }
+    dispatch_iou_mode(p.mode, [&](auto mode) { aligned_all<scalar_t, decltype(mode)::value>(p); });
   });
   return finish_aligned(p);
 }
@@ -118,6 +103,6 @@ at::Tensor box_iou_aligned_cpu(const at::Tensor& boxes1, const at::Tensor& boxes
 }  // namespace detops
 
 TORCH_LIBRARY_IMPL(detops, CPU, m) {
-  m.impl("box_iou", &detops::box_iou_cpu);
+  m.impl("box_overlap", &detops::box_overlap_cpu);
   m.impl("box_iou_aligned", &detops::box_iou_aligned_cpu);
 }

@@ -10,7 +10,7 @@
 
 #include "box_math.h"
 #include "cpu/vector_math.h"
-#include "cpu/vectorize.h"
+#include "cpu/target_clones.h"
 #include "ops/coding.h"
 
 namespace detops {
@@ -38,7 +38,7 @@ void for_each_run(const CodingProblem& p, Op op) {
 // log-scales) into a small array, vmath's log / exp over that array as one flat loop, then the boxes. Each
 // loop vectorises; one fused loop measured 30% slower for decode (its body spills vector registers).
 template <typename T>
-DETOPS_VECTOR_CLONES void encode_run(const T* __restrict__ g, const T* __restrict__ a, CodingWeights w,
+DETOPS_TARGET_CLONES void encode_run(const T* __restrict__ g, const T* __restrict__ a, CodingWeights w,
                                      T* __restrict__ out, int64_t n) {
   T ratios[2 * kRun];
   for (int64_t j = 0; j < n; ++j) {
@@ -54,7 +54,7 @@ DETOPS_VECTOR_CLONES void encode_run(const T* __restrict__ g, const T* __restric
 }
 
 template <typename T>
-DETOPS_VECTOR_CLONES void decode_run(const T* __restrict__ d, const T* __restrict__ a, CodingWeights w, T clamp,
+DETOPS_TARGET_CLONES void decode_run(const T* __restrict__ d, const T* __restrict__ a, CodingWeights w, T clamp,
                                      T* __restrict__ out, int64_t n) {
   T scales[2 * kRun];
   for (int64_t j = 0; j < n; ++j) decode_box_log_scales(d + 4 * j, w, clamp, scales[2 * j], scales[2 * j + 1]);

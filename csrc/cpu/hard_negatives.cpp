@@ -15,7 +15,7 @@
 
 #include "box_math.h"
 #include "cpu/vector_math.h"
-#include "cpu/vectorize.h"
+#include "cpu/target_clones.h"
 #include "ops/hard_negatives.h"
 
 namespace detops {
@@ -75,11 +75,13 @@ at::Tensor hard_negative_mining_cpu(const at::Tensor& conf_loss, const at::Tenso
 // F.cross_entropy computes. The block is first transposed class-major into `cols` (cols[c * rows + r]), so every
 // later loop runs over rows: the max, the exponentials and the sums vectorise across rows, and each row's
 // sum still adds its classes in order 0..C-1 (as the CUDA kernel does). Summing along a row instead would
-// be a chain of dependent adds. Returns false if a target is outside [0, C) (its loss is NaN).
+// be a chain of dependent adds. A row whose target is `ignore` has loss 0. Returns false if another target is
+// outside [0, C) (its loss is NaN).
 template <typename T>
-DETOPS_VECTOR_CLONES bool cross_entropy_block(const T* __restrict__ x, const int64_t* __restrict__ target,
-                                              T* __restrict__ out, int64_t rows, int64_t C, T* __restrict__ cols,
-                                              T* __restrict__ row_max, T* __restrict__ row_sum) {
+DETOPS_TARGET_CLONES bool cross_entropy_block(const T* __restrict__ x, const int64_t* __restrict__ target,
+                                              T* __restrict__ out, int64_t rows, int64_t C, int64_t ignore,
+                                              T* __restrict__ cols, T* __restrict__ row_max,
+                                              T* __restrict__ row_sum) {
   // The transpose goes 8 rows at a time so its stores fill whole lines of `cols` (one row at a time, each
   // store lands on a different line: a third of the kernel's time).
   int64_t r0 = 0;
@@ -98,15 +100,16 @@ DETOPS_VECTOR_CLONES bool cross_entropy_block(const T* __restrict__ x, const int
   bool targets_ok = true;
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t t = target[r];
-    const bool ok = t >= 0 && t < C;
-    targets_ok = targets_ok && ok;
-    out[r] = ok ? row_sum[r] - (x[r * C + t] - row_max[r]) : std::numeric_limits<T>::quiet_NaN();
+    const bool ignored = t == ignore;
+    const bool ok = t >= 0 && t < C && !ignored;
+    targets_ok = targets_ok && (ok || ignored);
+    out[r] = ok ? row_sum[r] - (x[r * C + t] - row_max[r]) : ignored ? T(0) : std::numeric_limits<T>::quiet_NaN();
   }
   return targets_ok;
 }
 
-at::Tensor softmax_cross_entropy_cpu(const at::Tensor& logits, const at::Tensor& targets) {
-  CrossEntropyProblem p = prepare_softmax_cross_entropy(logits, targets);
+at::Tensor softmax_cross_entropy_cpu(const at::Tensor& logits, const at::Tensor& targets, int64_t ignore_index) {
+  CrossEntropyProblem p = prepare_softmax_cross_entropy(logits, targets, ignore_index);
   std::atomic<bool> targets_ok{true};
   AT_DISPATCH_FLOATING_TYPES(p.logits.scalar_type(), "softmax_cross_entropy_cpu", [&] {
     const scalar_t* x = p.logits.data_ptr<scalar_t>();
@@ -118,12 +121,13 @@ at::Tensor softmax_cross_entropy_cpu(const at::Tensor& logits, const at::Tensor&
       std::vector<scalar_t> cols(static_cast<size_t>(block * C)), row_max(block), row_sum(block);
       for (int64_t r = begin; r < end; r += block) {
         const int64_t n = std::min(block, end - r);
-        if (!cross_entropy_block(x + r * C, t + r, out + r, n, C, cols.data(), row_max.data(), row_sum.data()))
+        if (!cross_entropy_block(x + r * C, t + r, out + r, n, C, p.ignore_index, cols.data(), row_max.data(),
+                                 row_sum.data()))
           targets_ok.store(false, std::memory_order_relaxed);
       }
     });
   });
-  TORCH_CHECK(targets_ok.load(), "softmax_cross_entropy: targets must be class indices in [0, ", p.C, ")");
+  if (!targets_ok.load()) bad_cross_entropy_target(p);
   return finish_cross_entropy(p);
 }
 

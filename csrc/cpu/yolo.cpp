@@ -15,7 +15,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "cpu/vectorize.h"
+#include "cpu/target_clones.h"
 #include "ops/yolo.h"
 
 namespace detops {
@@ -121,7 +121,7 @@ __attribute__((always_inline)) inline int64_t best_class_across(const float* row
 
 // Scores rows [first, last): best score and class of each (class -1: not a candidate); returns how many are.
 template <typename T>
-DETOPS_VECTOR_CLONES int64_t score_rows(const T* pred, const YoloProblem& p, int64_t first, int64_t last, T thr,
+DETOPS_TARGET_CLONES int64_t score_rows(const T* pred, const YoloProblem& p, int64_t first, int64_t last, T thr,
                                         T* best, int64_t* label) {
   int64_t b = first / p.N, n = first % p.N, found = 0;
   for (int64_t r = first; r < last; ++r) {

@@ -52,18 +52,12 @@ __global__ void aligned_kernel(const T* __restrict__ a, const T* __restrict__ b,
     out[i] = aligned_overlap(mode, load_box(a + 4 * i), load_box(b + 4 * i), eps);
 }
 
-at::Tensor box_iou_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode, double eps) {
+at::Tensor box_overlap_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode, double eps) {
   const c10::cuda::CUDAGuard guard(boxes1.device());
   PairwiseProblem p = prepare_pairwise(boxes1, boxes2, mode, eps);
   if (p.out.numel() > 0) {
-    AT_DISPATCH_FLOATING_TYPES(p.a.scalar_type(), "box_iou_cuda", [&] {
-      switch (p.mode) {
-        case IouMode::IoU: return launch_pairwise<scalar_t, IouMode::IoU>(p);
-        case IouMode::GIoU: return launch_pairwise<scalar_t, IouMode::GIoU>(p);
-        case IouMode::DIoU: return launch_pairwise<scalar_t, IouMode::DIoU>(p);
-        case IouMode::CIoU: return launch_pairwise<scalar_t, IouMode::CIoU>(p);
-        case IouMode::IoF: return launch_pairwise<scalar_t, IouMode::IoF>(p);
-      }
+    AT_DISPATCH_FLOATING_TYPES(p.a.scalar_type(), "box_overlap_cuda", [&] {
+      dispatch_iou_mode(p.mode, [&](auto mode) { launch_pairwise<scalar_t, decltype(mode)::value>(p); });
     });
   }
   return finish_pairwise(p);
@@ -88,6 +82,6 @@ at::Tensor box_iou_aligned_cuda(const at::Tensor& boxes1, const at::Tensor& boxe
 }  // namespace detops
 
 TORCH_LIBRARY_IMPL(detops, CUDA, m) {
-  m.impl("box_iou", &detops::box_iou_cuda);
+  m.impl("box_overlap", &detops::box_overlap_cuda);
   m.impl("box_iou_aligned", &detops::box_iou_aligned_cuda);
 }

@@ -138,10 +138,11 @@ at::Tensor hard_negative_mining_cuda(const at::Tensor& conf_loss, const at::Tens
 }
 
 // One thread per row (SSD's rows are short: 21 classes), two passes over the row in the same order as the CPU
-// kernel. A target outside [0, C) gives NaN: raising would need a host synchronisation.
+// kernel. A target equal to `ignore` gives 0; any other target outside [0, C) gives NaN: raising would need a
+// host synchronisation.
 template <typename T>
 __global__ void cross_entropy_kernel(const T* __restrict__ x, const int64_t* __restrict__ target, T* __restrict__ out,
-                                     int64_t rows, int64_t C) {
+                                     int64_t rows, int64_t C, int64_t ignore) {
   for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < rows; r += int64_t(gridDim.x) * blockDim.x) {
     const T* row = x + r * C;
     T m = row[0];
@@ -149,17 +150,20 @@ __global__ void cross_entropy_kernel(const T* __restrict__ x, const int64_t* __r
     T sum = 0;
     for (int64_t c = 0; c < C; ++c) sum += exp(row[c] - m);
     const int64_t t = target[r];
-    out[r] = (t >= 0 && t < C) ? log(sum) - (row[t] - m) : std::numeric_limits<T>::quiet_NaN();
+    out[r] = t == ignore               ? T(0)
+             : (t >= 0 && t < C) ? log(sum) - (row[t] - m)
+                                 : std::numeric_limits<T>::quiet_NaN();
   }
 }
 
-at::Tensor softmax_cross_entropy_cuda(const at::Tensor& logits, const at::Tensor& targets) {
+at::Tensor softmax_cross_entropy_cuda(const at::Tensor& logits, const at::Tensor& targets, int64_t ignore_index) {
   const c10::cuda::CUDAGuard guard(logits.device());
-  CrossEntropyProblem p = prepare_softmax_cross_entropy(logits, targets);
+  CrossEntropyProblem p = prepare_softmax_cross_entropy(logits, targets, ignore_index);
   if (p.rows > 0) {
     AT_DISPATCH_FLOATING_TYPES(p.logits.scalar_type(), "softmax_cross_entropy_cuda", [&] {
       cross_entropy_kernel<scalar_t><<<cuda::blocks_for(p.rows), cuda::kThreads, 0, cuda::stream()>>>(
-          p.logits.data_ptr<scalar_t>(), p.targets.data_ptr<int64_t>(), p.out.data_ptr<scalar_t>(), p.rows, p.C);
+          p.logits.data_ptr<scalar_t>(), p.targets.data_ptr<int64_t>(), p.out.data_ptr<scalar_t>(), p.rows, p.C,
+          p.ignore_index);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }

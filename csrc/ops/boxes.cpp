@@ -103,7 +103,7 @@ at::Tensor finish_aligned(AlignedProblem& p) { return p.out.view(p.out_shape).to
 TORCH_LIBRARY_FRAGMENT(detops, m) {
   // Pairwise overlap matrix: boxes1[..., N, 4] x boxes2[..., M, 4] -> [..., N, M]; mode is one of
   // iou, giou, diou, ciou, iof (torchvision's formulas; eps is used by diou and ciou only).
-  m.def("box_iou(Tensor boxes1, Tensor boxes2, str mode=\"iou\", float eps=1e-7) -> Tensor");
+  m.def("box_overlap(Tensor boxes1, Tensor boxes2, str mode=\"iou\", float eps=1e-7) -> Tensor");
   // Overlap of aligned pairs: boxes1[..., 4], boxes2[..., 4] -> [...], as torchvision's IoU losses.
   m.def("box_iou_aligned(Tensor boxes1, Tensor boxes2, str mode=\"iou\", float eps=1e-7) -> Tensor");
 }

@@ -4,11 +4,28 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <type_traits>
+
 #include "box_math.h"
 
 namespace detops {
 
 IouMode parse_iou_mode(c10::string_view mode);
+
+// Calls f(std::integral_constant<IouMode, kMode>{}) for the run-time mode: the kernels are templates on the
+// mode (so each mode's inner loop is compiled without a branch on it), and this is the one place that maps
+// the run-time value to those instantiations. Inside f, `decltype(mode)::value` is the mode.
+template <typename F>
+void dispatch_iou_mode(IouMode mode, const F& f) {
+  switch (mode) {
+    case IouMode::IoU: return f(std::integral_constant<IouMode, IouMode::IoU>{});
+    case IouMode::GIoU: return f(std::integral_constant<IouMode, IouMode::GIoU>{});
+    case IouMode::DIoU: return f(std::integral_constant<IouMode, IouMode::DIoU>{});
+    case IouMode::CIoU: return f(std::integral_constant<IouMode, IouMode::CIoU>{});
+    case IouMode::IoF: return f(std::integral_constant<IouMode, IouMode::IoF>{});
+  }
+  TORCH_CHECK(false, "unknown overlap mode ", static_cast<int>(mode));
+}
 
 // boxes1[..., N, 4] x boxes2[..., M, 4] -> out[..., N, M], leading dims broadcast.
 // a and b are [batch, N, 4] / [batch, M, 4] in compute dtype with rows contiguous; a batch stride of 0

@@ -35,7 +35,8 @@ MiningProblem prepare_hard_negative_mining(const at::Tensor& conf_loss, const at
   return m;
 }
 
-CrossEntropyProblem prepare_softmax_cross_entropy(const at::Tensor& logits, const at::Tensor& targets) {
+CrossEntropyProblem prepare_softmax_cross_entropy(const at::Tensor& logits, const at::Tensor& targets,
+                                                  int64_t ignore_index) {
   TORCH_CHECK(logits.dim() >= 1 && logits.size(-1) > 0, "logits must have shape [..., C] with C >= 1 classes, got ",
               shape_str(logits));
   check_floating(logits, "logits");
@@ -48,6 +49,7 @@ CrossEntropyProblem prepare_softmax_cross_entropy(const at::Tensor& logits, cons
   CrossEntropyProblem p;
   p.C = logits.size(-1);
   p.rows = targets.numel();
+  p.ignore_index = ignore_index;
   p.out_shape = targets.sizes().vec();
   p.out_dtype = logits.scalar_type();
   p.logits = logits.to(compute_dtype(logits.scalar_type())).contiguous().view({p.rows, p.C});
@@ -58,6 +60,24 @@ CrossEntropyProblem prepare_softmax_cross_entropy(const at::Tensor& logits, cons
 
 at::Tensor finish_cross_entropy(const CrossEntropyProblem& p) { return p.out.view(p.out_shape).to(p.out_dtype); }
 
+void bad_cross_entropy_target(const CrossEntropyProblem& p) {
+  const int64_t* t = p.targets.data_ptr<int64_t>();
+  for (int64_t r = 0; r < p.rows; ++r) {
+    if (t[r] == p.ignore_index || (t[r] >= 0 && t[r] < p.C)) continue;
+    // The row as an index into targets' own shape, so the caller can find it.
+    std::vector<int64_t> index(p.out_shape.size());
+    int64_t rest = r;
+    for (size_t d = index.size(); d-- > 0;) {
+      index[d] = rest % p.out_shape[d];
+      rest /= p.out_shape[d];
+    }
+    TORCH_CHECK(false, "softmax_cross_entropy: targets", c10::IntArrayRef(index), " is ", t[r],
+                "; targets must be class indices in [0, ", p.C, ") or ignore_index (", p.ignore_index, ")");
+  }
+  TORCH_CHECK(false, "softmax_cross_entropy: targets must be class indices in [0, ", p.C, ") or ignore_index (",
+              p.ignore_index, ")");
+}
+
 }  // namespace detops
 
 TORCH_LIBRARY_FRAGMENT(detops, m) {
@@ -65,5 +85,6 @@ TORCH_LIBRARY_FRAGMENT(detops, m) {
   m.def("hard_negative_mining(Tensor conf_loss, Tensor positives, int neg_pos_ratio=3) -> Tensor");
   // logits[..., C], targets[...] -> F.cross_entropy(logits, targets, reduction="none") in one pass: SSD ranks
   // every prior's background loss, and log_softmax's [..., C] intermediate costs more than the ranking.
-  m.def("softmax_cross_entropy(Tensor logits, Tensor targets) -> Tensor");
+  // Rows whose target is ignore_index have loss 0 and gradient 0, as in F.cross_entropy.
+  m.def("softmax_cross_entropy(Tensor logits, Tensor targets, int ignore_index=-100) -> Tensor");
 }

@@ -79,15 +79,19 @@ MulticlassProblem prepare_multiclass(const at::Tensor& boxes, const at::Tensor& 
   p.scores = scores.to(dtype).contiguous();
   p.per_class_boxes = per_class;
   p.batch = b, p.priors = pr, p.classes = c;
-  p.max_detections = max_detections;
   p.background_class = background_class;
   p.max_candidates = max_candidates_per_class < 0 ? pr : std::min(pr, max_candidates_per_class);
+  // An image cannot have more detections than candidates (the classes searched times the candidates each
+  // keeps), so K is clamped to that before the padded outputs are allocated: a "no limit" max_detections
+  // (say 10**9) costs no more memory than the input.
+  const int64_t classes_searched = std::max<int64_t>(0, c - (background_class >= 0 ? 1 : 0));
+  p.max_detections = std::min(max_detections, classes_searched * p.max_candidates);
   p.score_threshold = score_threshold;
   p.iou_threshold = iou_threshold;
   p.out_dtype = scores.scalar_type();
-  p.out_boxes = at::empty({b, max_detections, 4}, p.scores.options());
-  p.out_scores = at::empty({b, max_detections}, p.scores.options());
-  p.out_labels = at::empty({b, max_detections}, p.scores.options().dtype(at::kLong));
+  p.out_boxes = at::empty({b, p.max_detections, 4}, p.scores.options());
+  p.out_scores = at::empty({b, p.max_detections}, p.scores.options());
+  p.out_labels = at::empty({b, p.max_detections}, p.scores.options().dtype(at::kLong));
   p.out_counts = at::empty({b}, p.scores.options().dtype(at::kLong));
   return p;
 }
@@ -128,7 +132,8 @@ TORCH_LIBRARY_FRAGMENT(detops, m) {
   // NMS within each category of idxs, in one call; result by decreasing score (ties: lower index first).
   m.def("batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
   // Whole-batch, per-class NMS with fixed-shape padded outputs (boxes [B,K,4], scores [B,K], labels [B,K],
-  // counts [B]); background_class = -1 and max_candidates_per_class = -1 mean none.
+  // counts [B]), K = min(max_detections, classes searched x candidates per class); background_class = -1 and
+  // max_candidates_per_class = -1 mean none.
   m.def(
       "multiclass_nms(Tensor boxes, Tensor scores, float score_threshold, float iou_threshold, "
       "int max_detections, int background_class=-1, int max_candidates_per_class=-1) "

@@ -50,7 +50,7 @@ struct MulticlassProblem {
   at::Tensor scores;  // [B, P, C] contiguous, compute dtype
   bool per_class_boxes = false;
   int64_t batch = 0, priors = 0, classes = 0;
-  int64_t max_detections = 0;     // K
+  int64_t max_detections = 0;     // K, already clamped to the number of candidates
   int64_t background_class = -1;  // -1: none
   int64_t max_candidates = 0;     // per class before NMS; P when uncapped
   double score_threshold = 0.05, iou_threshold = 0.5;

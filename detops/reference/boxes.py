@@ -63,7 +63,7 @@ def _result_dtype(t, keep_reduced_float):
     return t.dtype
 
 
-def box_iou(boxes1, boxes2, mode="iou", eps=1e-7):
+def box_overlap(boxes1, boxes2, mode="iou", eps=1e-7):
     """Pairwise overlaps: boxes1[..., N, 4] xyxy, boxes2[..., M, 4] xyxy -> [..., N, M]."""
     assert mode in MODES
     dtype = _compute_dtype(boxes1)

@@ -93,7 +93,9 @@ def multiclass_nms(
     out_dtype = scores.dtype
     boxes, scores = _compute(boxes), _compute(scores)
     b_, p_, c_ = scores.shape
-    k_ = max_detections
+    cap = p_ if max_candidates_per_class is None else min(p_, max_candidates_per_class)
+    searched = max(0, c_ - (0 if background_class is None else 1))
+    k_ = min(max_detections, searched * cap)  # no more rows than candidates
     out_boxes = torch.zeros(b_, k_, 4, dtype=scores.dtype, device=scores.device)
     out_scores = torch.zeros(b_, k_, dtype=scores.dtype, device=scores.device)
     out_labels = torch.full((b_, k_), -1, dtype=torch.int64, device=scores.device)

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detops.matching import hard_negative_mining, match_priors, pack_targets, softmax_cross_entropy
+from detops.hard_negatives import hard_negative_mining, softmax_cross_entropy
+from detops.matching import match_priors, pack_targets
 
 
 class MultiBoxLoss(nn.Module):
