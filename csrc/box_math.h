@@ -162,7 +162,7 @@ DETOPS_HD T aligned_overlap(IouMode mode, const Box<T>& a, const Box<T>& b, T ep
   return diou - alpha * v;
 }
 
-// ---- Box coding (SPEC "Box coding"): deltas of a box relative to an anchor, both xyxy. ----
+// ---- Box coding (docs/ops.md, "Box coding"): deltas of a box relative to an anchor, both xyxy. ----
 
 struct CodingWeights {
   float wx, wy, ww, wh;

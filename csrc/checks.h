@@ -34,7 +34,7 @@ inline void check_floating(const at::Tensor& t, const char* name) {
   TORCH_CHECK(at::isFloatingType(t.scalar_type()), name, " must be a floating-point tensor, got ", t.scalar_type());
 }
 
-// The type the arithmetic runs in: float32 for half and bfloat16 (SPEC: accumulate in float32), float64 for
+// The type the arithmetic runs in (docs/ops.md, "Dtypes"): float32 for half and bfloat16, float64 for
 // integer boxes (exact products up to 2^53, rounded once to float32 at the end), otherwise the input's own.
 inline at::ScalarType compute_dtype(at::ScalarType t) {
   if (t == at::kHalf || t == at::kBFloat16) return at::kFloat;

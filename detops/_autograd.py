@@ -9,6 +9,7 @@ import torch
 from torch.library import register_autograd
 
 from detops.reference import boxes as ref_boxes
+from detops.reference import compute_dtype
 from detops.reference import coding as ref_coding
 
 
@@ -74,7 +75,7 @@ def _cross_entropy_backward(ctx, grad):
     # target on the host (a CUDA synchronisation).
     # Ignored rows (target == ignore_index) have gradient 0.
     logits, targets = ctx.saved_tensors
-    compute = torch.float32 if logits.dtype in (torch.float16, torch.bfloat16) else logits.dtype
+    compute = compute_dtype(logits.dtype)
     g = torch.softmax(logits.to(compute), dim=-1)
     kept = (targets != ctx.ignore_index).unsqueeze(-1)
     index = torch.where(kept, targets.long().unsqueeze(-1), 0)

@@ -5,13 +5,7 @@ the shape rules of its kernel's prepare_* function in csrc/ops/<family>.cpp."""
 import torch
 from torch.library import register_fake
 
-
-def _pairwise_dtype(dtype, keep_reduced_float):
-    if not dtype.is_floating_point:
-        return torch.float32
-    if dtype in (torch.float16, torch.bfloat16) and not keep_reduced_float:
-        return torch.float32
-    return dtype
+from detops.reference.boxes import result_dtype
 
 
 def _check_boxes(t, name, min_dim=1):
@@ -28,14 +22,14 @@ def _box_overlap_fake(boxes1, boxes2, mode="iou", eps=1e-7):
     _check_boxes(boxes2, "boxes2", 2)
     lead = torch.broadcast_shapes(boxes1.shape[:-2], boxes2.shape[:-2])
     shape = (*lead, boxes1.shape[-2], boxes2.shape[-2])
-    return boxes1.new_empty(shape, dtype=_pairwise_dtype(boxes1.dtype, False))
+    return boxes1.new_empty(shape, dtype=result_dtype(boxes1.dtype, False))
 
 
 @register_fake("detops::box_iou_aligned")
 def _box_iou_aligned_fake(boxes1, boxes2, mode="iou", eps=1e-7):
     _check_boxes(boxes1, "boxes1")
     _check_boxes(boxes2, "boxes2")
-    return boxes1.new_empty(boxes1.shape[:-1], dtype=_pairwise_dtype(boxes1.dtype, True))
+    return boxes1.new_empty(boxes1.shape[:-1], dtype=result_dtype(boxes1.dtype, True))
 
 
 # ---- coding (csrc/ops/coding.cpp) ----

@@ -92,7 +92,7 @@ def match_priors(
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """SSD's matching of priors to ground truth for a whole batch, in one fused kernel call.
 
-    Per image (SPEC "Matching priors to ground truth"; the SSD tutorial's MultiBoxLoss loop): each prior takes
+    Per image (docs/ops.md, "Matching"; the SSD tutorial's MultiBoxLoss loop): each prior takes
     the object it overlaps most (first object on ties); each object's best prior (first prior on ties) is
     forced to it with overlap 1, a later object winning a prior two objects share; a prior is positive when
     its overlap is >= ``threshold``. IoUs are computed on the fly: no [B, G, P] tensor exists at any point.

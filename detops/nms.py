@@ -1,7 +1,7 @@
 """Non-maximum suppression: nms, batched_nms, multiclass_nms, soft_nms.
 
 Kernels: csrc/cpu/nms.cpp and csrc/cuda/nms.cu; IoU formula: csrc/box_math.h; reference:
-detops/reference/nms.py. Semantics (SPEC.md, "NMS family"):
+detops/reference/nms.py. Semantics (docs/ops.md, "NMS family"):
 
 * boxes are ``(x1, y1, x2, y2)``; any coordinates, negative or huge;
 * rank order is decreasing score, ties by lower index;

@@ -1,4 +1,4 @@
-"""The overlap family against torchvision 0.29 and detops.reference.boxes (SPEC "Parity rules", "Boxes")."""
+"""The overlap family against torchvision 0.29 and detops.reference.boxes (docs/ops.md, "Agreement with other implementations", "Boxes")."""
 
 import pytest
 import torch
@@ -28,7 +28,7 @@ TV_LOSSES = {
 
 
 def assert_parity(actual, expected, rtol=1e-6, atol=1e-6):
-    """SPEC: same dtype and shape; float32 within 1e-6 relative (atol for values near 0); NaN where NaN."""
+    """As docs/ops.md asks: same dtype and shape; float32 within 1e-6 relative (atol for values near 0); NaN where NaN."""
     assert actual.dtype == expected.dtype
     assert actual.shape == expected.shape
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, equal_nan=True)

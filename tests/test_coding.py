@@ -1,4 +1,4 @@
-"""encode_boxes / decode_boxes against detops.reference.coding and torchvision's BoxCoder (SPEC "Box coding")."""
+"""encode_boxes / decode_boxes against detops.reference.coding and torchvision's BoxCoder (docs/ops.md, "Box coding")."""
 
 import math
 

@@ -341,7 +341,7 @@ def test_multiclass_nms_output_clamped_to_candidates(device, kw, k):
 
 
 def test_multiclass_nms_equals_tutorial_detect_objects(g):
-    # The SSD tutorial's loop (seed 002) against softmax + decode + multiclass_nms with background 0.
+    # The SSD tutorial's loop (detops.reference.nms.tutorial_detect_objects) against softmax + decode + multiclass_nms with background 0.
     p, c = 600, 6
     xy = torch.rand(p, 2, generator=g) * 0.8 + 0.1
     priors = torch.cat([xy, torch.rand(p, 2, generator=g) * 0.3 + 0.05], 1)

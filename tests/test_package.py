@@ -1,6 +1,9 @@
-"""The package itself: loading, registration, fake kernels for every op, `detops info`."""
+"""The package itself: loading, registration, fake kernels for every op, the file layout of every family,
+`detops info`."""
 
 import importlib
+import pathlib
+import re
 import subprocess
 import sys
 
@@ -17,7 +20,7 @@ def _detops_ops():
 
 def test_ops_are_registered_with_the_dispatcher():
     ops = _detops_ops()
-    for name in ("detops::box_iou", "detops::box_iou_aligned", "detops::encode_boxes", "detops::decode_boxes"):
+    for name in ("detops::box_overlap", "detops::box_iou_aligned", "detops::encode_boxes", "detops::decode_boxes"):
         assert name in ops
     for name in ops:
         assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU"), f"{name} has no CPU kernel"
@@ -35,6 +38,60 @@ def test_cuda_kernels_registered_when_compiled():
         pytest.skip("this build has no CUDA kernels (DETOPS_CPU_ONLY or no toolkit)")
     for name in _detops_ops():
         assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CUDA"), f"{name} has no CUDA kernel"
+
+
+# ---- the file layout: one name per family in every layer ----
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+FAMILIES = sorted(p.stem for p in (ROOT / "csrc" / "ops").glob("*.cpp"))
+
+
+def _ops_in(path, pattern):
+    return set(re.findall(pattern, path.read_text()))
+
+
+def test_families_are_found():
+    # Derived from csrc/ops/*.cpp, so a new family is held to the layout as soon as its schema file exists.
+    assert {"boxes", "coding", "hard_negatives", "matching", "nms", "yolo"} <= set(FAMILIES)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_has_a_file_in_every_layer(family):
+    wanted = [
+        f"csrc/ops/{family}.h",
+        f"csrc/ops/{family}.cpp",
+        f"csrc/cpu/{family}.cpp",
+        f"csrc/cuda/{family}.cu",
+        f"detops/{family}.py",
+        f"detops/reference/{family}.py",
+        f"tests/test_{family}.py",
+    ]
+    missing = [f for f in wanted if not (ROOT / f).is_file()]
+    assert not missing, f"family {family!r} lacks {missing} (see CONTRIBUTING.md, 'How to add an op')"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_op_of_a_family_has_its_kernels_in_that_familys_files(family):
+    # The schema in csrc/ops/<family>.cpp, the CPU kernel in csrc/cpu/<family>.cpp, the CUDA kernel in
+    # csrc/cuda/<family>.cu, the fake in detops/_fakes.py.
+    ops = _ops_in(ROOT / "csrc" / "ops" / f"{family}.cpp", r'm\.def\(\s*"(\w+)\(')
+    assert ops, f"csrc/ops/{family}.cpp defines no op"
+    for layer in (f"csrc/cpu/{family}.cpp", f"csrc/cuda/{family}.cu"):
+        impls = _ops_in(ROOT / layer, r'm\.impl\(\s*"(\w+)"')
+        assert ops <= impls, f"{layer} registers no kernel for {sorted(ops - impls)}"
+    fakes = _ops_in(ROOT / "detops" / "_fakes.py", r'register_fake\(\s*"detops::(\w+)"')
+    assert ops <= fakes, f"detops/_fakes.py has no fake for {sorted(ops - fakes)}"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_has_a_benchmark(family):
+    # Benchmark cases live in detops/bench/ (the `detops bench` command); until that package exists this
+    # check has nothing to hold.
+    bench = ROOT / "detops" / "bench"
+    if not bench.is_dir():
+        pytest.skip("no detops/bench/ in this tree yet")
+    sources = "\n".join(p.read_text() for p in bench.rglob("*.py"))
+    assert (bench / f"{family}.py").is_file() or family in sources, f"no benchmark case for family {family!r}"
 
 
 def test_load_failure_names_the_real_error_and_torch_version(monkeypatch):
@@ -59,7 +116,7 @@ def test_info_command():
 
 def test_one_openmp_runtime_and_kernels_use_it():
     # The CPU kernels' at::parallel_for is compiled into detops' own library: built without -fopenmp, its
-    # `omp parallel` region is silently dropped and every kernel runs on one thread (until 2026-11 they did).
+    # `omp parallel` region is silently dropped and every kernel runs on one thread.
     # The library must call into OpenMP, and the process must still hold a single runtime, torch's.
     if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
         pytest.skip("ATen does not use OpenMP here")

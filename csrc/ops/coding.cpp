@@ -50,7 +50,7 @@ at::Tensor finish_coding(CodingProblem& p) { return p.out.view(p.out_shape).to(p
 }  // namespace detops
 
 TORCH_LIBRARY_FRAGMENT(detops, m) {
-  // boxes[..., 4] xyxy -> deltas (dx, dy, dw, dh) relative to anchors[..., 4] xyxy (SPEC "Box coding").
+  // boxes[..., 4] xyxy -> deltas (dx, dy, dw, dh) relative to anchors[..., 4] xyxy (docs/ops.md, "Box coding").
   m.def("encode_boxes(Tensor boxes, Tensor anchors, float[] weights=[1., 1., 1., 1.]) -> Tensor");
   // The inverse; dw and dh clamped from above at `clamp` before exp (None: no clamp).
   m.def("decode_boxes(Tensor deltas, Tensor anchors, float[] weights=[1., 1., 1., 1.], "

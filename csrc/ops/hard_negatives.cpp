@@ -1,4 +1,4 @@
-// Schemas of hard negative mining (SPEC "Hard negative mining") and of the cross-entropy that ranks the
+// Schemas of hard negative mining (docs/ops.md, "Hard negatives") and of the cross-entropy that ranks the
 // negatives, and the argument handling both kernels share.
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
 #include "ops/hard_negatives.h"

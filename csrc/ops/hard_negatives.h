@@ -1,4 +1,4 @@
-// Hard negative mining (SPEC "Hard negative mining"): argument checks (both kernels select on the keys of
+// Hard negative mining (docs/ops.md, "Hard negatives"): argument checks (both kernels select on the keys of
 // ordered_key.h); and the per-prior softmax cross-entropy that ranks the negatives.
 #pragma once
 

@@ -1,4 +1,4 @@
-// Schemas of the matching ops (SPEC "Matching priors to ground truth"), and the argument handling the CPU and
+// Schemas of the matching ops (docs/ops.md, "Matching"), and the argument handling the CPU and
 // CUDA kernels share.
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
 #include "ops/matching.h"

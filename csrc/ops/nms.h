@@ -1,5 +1,5 @@
 // The NMS family (nms, batched_nms, multiclass_nms, soft_nms): argument checks and the layout both the CPU
-// kernels (cpu/nms.cpp) and the CUDA kernels (cuda/nms.cu) receive. Semantics: SPEC.md "NMS family".
+// kernels (cpu/nms.cpp) and the CUDA kernels (cuda/nms.cu) receive. Semantics: docs/ops.md, "NMS family".
 //
 // Shared conventions:
 //   * a box is suppressed when its IoU with a kept, higher-ranked box is strictly greater than the threshold

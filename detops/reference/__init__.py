@@ -3,3 +3,20 @@
 One module per op family, named as the kernel files are (csrc/cpu/<family>.cpp, csrc/cuda/<family>.cu).
 They favour obviousness over speed and use no detops kernel.
 """
+
+import torch
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype every detops op computes in (docs/ops.md, "Dtypes"), as the kernels' compute_dtype
+    (csrc/checks.h): float32 for float16 and bfloat16, float64 for integers (exact), otherwise its own."""
+    if dtype in (torch.float16, torch.bfloat16):
+        return torch.float32
+    if not dtype.is_floating_point:
+        return torch.float64
+    return dtype
+
+
+def in_compute_dtype(t: torch.Tensor) -> torch.Tensor:
+    """t converted to :func:`compute_dtype` (itself when it already is)."""
+    return t.to(compute_dtype(t.dtype))

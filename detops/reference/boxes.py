@@ -1,19 +1,13 @@
 """Reference overlaps (kernels: csrc/cpu/boxes.cpp, csrc/cuda/boxes.cu), written from the formulas in
-SPEC.md / torchvision's documentation: pairwise matrices and aligned pairs, in every mode."""
+docs/ops.md ("Boxes") and torchvision's documentation: pairwise matrices and aligned pairs, in every mode."""
 
 import math
 
 import torch
 
+from detops.reference import compute_dtype
+
 MODES = ("iou", "giou", "diou", "ciou", "iof")
-
-
-def _compute_dtype(t):
-    if t.dtype in (torch.float16, torch.bfloat16):
-        return torch.float32
-    if not t.is_floating_point():
-        return torch.float64
-    return t.dtype
 
 
 def _area(b):
@@ -55,25 +49,25 @@ def _overlap(a, b, mode, eps, aligned):
     return diou - alpha * v
 
 
-def _result_dtype(t, keep_reduced_float):
-    if not t.is_floating_point():
+def result_dtype(dtype, keep_reduced_float):
+    """The overlaps' output dtype for boxes of `dtype`: float32 for integers (as torchvision), and for
+    float16/bfloat16 unless keep_reduced_float (the aligned form keeps them); otherwise `dtype`."""
+    if not dtype.is_floating_point:
         return torch.float32
-    if t.dtype in (torch.float16, torch.bfloat16) and not keep_reduced_float:
-        return torch.float32
-    return t.dtype
+    return compute_dtype(dtype) if not keep_reduced_float else dtype
 
 
 def box_overlap(boxes1, boxes2, mode="iou", eps=1e-7):
     """Pairwise overlaps: boxes1[..., N, 4] xyxy, boxes2[..., M, 4] xyxy -> [..., N, M]."""
     assert mode in MODES
-    dtype = _compute_dtype(boxes1)
+    dtype = compute_dtype(boxes1.dtype)
     a = boxes1.to(dtype)[..., :, None, :]
     b = boxes2.to(dtype)[..., None, :, :]
-    return _overlap(a, b, mode, eps, aligned=False).to(_result_dtype(boxes1, False))
+    return _overlap(a, b, mode, eps, aligned=False).to(result_dtype(boxes1.dtype, False))
 
 
 def box_iou_aligned(boxes1, boxes2, mode="iou", eps=1e-7):
     """Overlap of each aligned pair: boxes1[..., 4], boxes2[..., 4] -> [...] (torchvision's loss formulas)."""
     assert mode in MODES
-    dtype = _compute_dtype(boxes1)
-    return _overlap(boxes1.to(dtype), boxes2.to(dtype), mode, eps, aligned=True).to(_result_dtype(boxes1, True))
+    dtype = compute_dtype(boxes1.dtype)
+    return _overlap(boxes1.to(dtype), boxes2.to(dtype), mode, eps, aligned=True).to(result_dtype(boxes1.dtype, True))

@@ -5,6 +5,8 @@ plain-PyTorch statements of the kernels' exact outputs."""
 import torch
 import torch.nn.functional as F
 
+from detops.reference import in_compute_dtype
+
 
 def tutorial_hard_negative_loss(conf_loss_all, positive_priors, neg_pos_ratio=3):
     """The tutorial's sort-based selection: the summed loss of the hard negatives of each image, [B]."""
@@ -39,6 +41,6 @@ def softmax_cross_entropy(logits, targets, ignore_index=-100):
     reduction="none" (float16/bfloat16 computed in float32, returned in the logits' dtype); rows whose target
     is ignore_index have loss 0."""
     C = logits.shape[-1]
-    x = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    x = in_compute_dtype(logits)
     loss = F.cross_entropy(x.reshape(-1, C), targets.reshape(-1).long(), reduction="none", ignore_index=ignore_index)
     return loss.view(targets.shape).to(logits.dtype)

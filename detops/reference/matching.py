@@ -1,12 +1,12 @@
-"""Reference SSD training targets (kernels: csrc/cpu/matching.cpp, csrc/cpu/hard_negatives.cpp and their CUDA
-twins), SPEC "SSD300 priors" to "MultiBox loss".
+"""Reference SSD training targets (kernels: csrc/cpu/matching.cpp, csrc/cuda/matching.cu): priors, matching
+and the MultiBox loss (docs/ops.md, "SSD priors" to "MultiBox loss").
 
-The ``tutorial_*`` functions mirror the SSD tutorial (seed 002, sgrvinod's a-PyTorch-Tutorial-to-Object-Detection)
-step by step: the per-image loop, ``torch.max`` tie rules (first index), the forced-match overwrite
-``object_for_each_prior[prior_for_each_object] = range(n_objects)`` (a later object wins a shared prior) and the
-sort-based hard negative mining. They are the truth the kernels are tested against and the benchmarks' baseline.
-The other functions are plain-PyTorch statements of the kernels' exact outputs where the tutorial leaves a
-choice open (which of several tied negatives is selected, the Matcher rule).
+The ``tutorial_*`` functions mirror the SSD tutorial (sgrvinod's a-PyTorch-Tutorial-to-Object-Detection) step by
+step: the per-image loop, ``torch.max`` tie rules (first index), the forced-match overwrite
+``object_for_each_prior[prior_for_each_object] = range(n_objects)`` (a later object wins a shared prior) and, in
+its loss, the sort-based hard negative mining. They are the truth the kernels are tested against and the
+benchmarks' baseline. :func:`match_boxes` states torchvision's Matcher rule in plain PyTorch. Hard negative
+mining's references are in :mod:`detops.reference.hard_negatives`.
 """
 
 from math import sqrt
@@ -30,6 +30,14 @@ def tutorial_cxcy_to_gcxgcy(cxcy, priors_cxcy):
     return torch.cat(
         [(cxcy[:, :2] - priors_cxcy[:, :2]) / (priors_cxcy[:, 2:] / 10),
          torch.log(cxcy[:, 2:] / priors_cxcy[:, 2:]) * 5],
+        1,
+    )
+
+
+def tutorial_gcxgcy_to_cxcy(gcxgcy, priors_cxcy):
+    """The inverse of :func:`tutorial_cxcy_to_gcxgcy` (decoding)."""
+    return torch.cat(
+        [gcxgcy[:, :2] * priors_cxcy[:, 2:] / 10 + priors_cxcy[:, :2], torch.exp(gcxgcy[:, 2:] / 5) * priors_cxcy[:, 2:]],
         1,
     )
 

@@ -5,7 +5,7 @@ suppression when IoU > threshold strictly, the IoU computed as torchvision compu
 float64 against the threshold (as torchvision's CPU kernel does); NaN boxes or scores are never kept.
 
 Also here: :func:`tutorial_detect_objects`, a re-statement of the SSD tutorial's per-image, per-class
-``detect_objects`` loop (seed 002), the benchmark baseline and the oracle of the SSD code's tests.
+``detect_objects`` loop, the benchmark baseline and the oracle of the SSD code's tests.
 """
 
 from typing import List, Optional, Tuple
@@ -14,9 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def _compute(t: Tensor) -> Tensor:
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+from detops.reference import in_compute_dtype
+from detops.reference.matching import tutorial_cxcy_to_xy, tutorial_find_jaccard_overlap, tutorial_gcxgcy_to_cxcy
 
 
 def _valid(boxes: Tensor, scores: Tensor) -> Tensor:
@@ -57,7 +56,7 @@ def _greedy(boxes: Tensor, iou_threshold: float, max_keep: Optional[int] = None)
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Reference of :func:`detops.nms`: ``Tensor[N, 4], Tensor[N] -> int64 Tensor[K]``."""
-    boxes, scores = _compute(boxes), _compute(scores)
+    boxes, scores = in_compute_dtype(boxes), in_compute_dtype(scores)
     order = _rank(scores, torch.nonzero(_valid(boxes, scores)).flatten())
     keep = _greedy(boxes[order], iou_threshold)
     return order[torch.tensor(keep, dtype=torch.int64, device=boxes.device)]
@@ -65,7 +64,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
     """Reference of :func:`detops.batched_nms`: NMS per category, result by decreasing score then index."""
-    boxes, scores = _compute(boxes), _compute(scores)
+    boxes, scores = in_compute_dtype(boxes), in_compute_dtype(scores)
     valid = _valid(boxes, scores)
     kept = []
     for c in torch.unique(idxs[valid]).tolist():
@@ -91,7 +90,7 @@ def multiclass_nms(
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Reference of :func:`detops.multiclass_nms` (per image, per class loops)."""
     out_dtype = scores.dtype
-    boxes, scores = _compute(boxes), _compute(scores)
+    boxes, scores = in_compute_dtype(boxes), in_compute_dtype(scores)
     b_, p_, c_ = scores.shape
     cap = p_ if max_candidates_per_class is None else min(p_, max_candidates_per_class)
     searched = max(0, c_ - (0 if background_class is None else 1))
@@ -138,7 +137,7 @@ def soft_nms(
     if method not in ("linear", "gaussian"):
         raise ValueError(f"method must be 'linear' or 'gaussian', got {method!r}")
     out_dtype = scores.dtype
-    boxes, scores = _compute(boxes), _compute(scores)
+    boxes, scores = in_compute_dtype(boxes), in_compute_dtype(scores)
     alive = torch.nonzero(_valid(boxes, scores)).flatten().tolist()
     cur = scores.clone()
     thr = torch.tensor(iou_threshold, dtype=scores.dtype)
@@ -166,29 +165,12 @@ def soft_nms(
     return keep_t, scores_t.to(out_dtype)
 
 
-# ---- the SSD tutorial's detect_objects (seed 002), re-stated ----
+# ---- the SSD tutorial's detect_objects, re-stated ----
 
 
 def _tutorial_decode(predicted_locs: Tensor, priors_cxcy: Tensor) -> Tensor:
     """Offsets (g_cx, g_cy, g_w, g_h) w.r.t. center-size priors, variances 10 and 5 -> fractional xyxy."""
-    cxcy = torch.cat(
-        [
-            predicted_locs[:, :2] * priors_cxcy[:, 2:] / 10 + priors_cxcy[:, :2],
-            torch.exp(predicted_locs[:, 2:] / 5) * priors_cxcy[:, 2:],
-        ],
-        1,
-    )
-    return torch.cat([cxcy[:, :2] - cxcy[:, 2:] / 2, cxcy[:, :2] + cxcy[:, 2:] / 2], 1)
-
-
-def _tutorial_jaccard(set_1: Tensor, set_2: Tensor) -> Tensor:
-    lower = torch.max(set_1[:, :2].unsqueeze(1), set_2[:, :2].unsqueeze(0))
-    upper = torch.min(set_1[:, 2:].unsqueeze(1), set_2[:, 2:].unsqueeze(0))
-    dims = torch.clamp(upper - lower, min=0)
-    inter = dims[:, :, 0] * dims[:, :, 1]
-    area_1 = (set_1[:, 2] - set_1[:, 0]) * (set_1[:, 3] - set_1[:, 1])
-    area_2 = (set_2[:, 2] - set_2[:, 0]) * (set_2[:, 3] - set_2[:, 1])
-    return inter / (area_1.unsqueeze(1) + area_2.unsqueeze(0) - inter)
+    return tutorial_cxcy_to_xy(tutorial_gcxgcy_to_cxcy(predicted_locs, priors_cxcy))
 
 
 def tutorial_detect_objects(
@@ -232,7 +214,7 @@ def tutorial_detect_objects(
             class_locs = decoded_locs[above]
             class_scores, sort_ind = class_scores.sort(dim=0, descending=True)
             class_locs = class_locs[sort_ind]
-            overlap = _tutorial_jaccard(class_locs, class_locs)
+            overlap = tutorial_find_jaccard_overlap(class_locs, class_locs)
             suppress = torch.zeros(n_above, dtype=torch.bool, device=device)
             for box in range(class_locs.size(0)):
                 if suppress[box]:
