@@ -70,11 +70,17 @@ def _setup_cross_entropy(ctx, inputs, output):
 def _cross_entropy_backward(ctx, grad):
     # d loss / d logits = softmax(logits) - one_hot(target); scatter, not F.one_hot, which reads the largest
     # target on the host (a CUDA synchronisation).
+    # A target outside [0, C) (NaN loss on CUDA, where the forward cannot raise without a synchronisation) must
+    # not reach scatter_add: an out-of-bounds index there is a device-side assert that ends the CUDA context.
+    # Its row scatters into column 0 and then gets a NaN gradient, the derivative of its NaN loss.
     logits, targets = ctx.saved_tensors
     compute = torch.float32 if logits.dtype in (torch.float16, torch.bfloat16) else logits.dtype
     g = torch.softmax(logits.to(compute), dim=-1)
-    index = targets.long().unsqueeze(-1)
+    t = targets.long()
+    valid = (t >= 0) & (t < logits.size(-1))
+    index = torch.where(valid, t, 0).unsqueeze(-1)
     g = g.scatter_add(-1, index, torch.full_like(index, -1, dtype=compute))
+    g = g.masked_fill(~valid.unsqueeze(-1), float("nan"))
     return (g * grad.to(compute).unsqueeze(-1)).to(logits.dtype), None
 
 

@@ -184,7 +184,8 @@ def softmax_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
         logits (Tensor[..., C]): unnormalised class scores, floating point (float16/bfloat16 computed in
             float32).
         targets (Tensor[...] int64 or int32): class indices in ``[0, C)``. Outside that range: an error on
-            the CPU, NaN on CUDA (checking there would need a host synchronisation).
+            the CPU, NaN on CUDA (checking there would need a host synchronisation), with a NaN gradient
+            for that row.
 
     Returns:
         Tensor[...]: the loss per row, in the logits' dtype. Differentiable with respect to ``logits``
