@@ -7,6 +7,7 @@ Environment:
   TORCH_CUDA_ARCH_LIST    which GPUs to compile for; a default list is used when it is unset and no GPU
                           is visible (torch would otherwise fail with an IndexError).
   MAX_JOBS                parallel compile jobs (ninja).
+  DETOPS_CHECK_KERNELS=1  check every CUDA kernel's registers and shared memory (scripts/kernel_resources.py).
 """
 
 import glob
@@ -106,6 +107,11 @@ def _extensions():
     else:
         print(f"detops: not building CUDA kernels: {why}", flush=True)
     _write_build_info(torch, with_cuda, arch_list, cuda_home)
+    if with_cuda and _flag("DETOPS_CHECK_KERNELS"):
+        # Each kernel's registers and shared memory against its launch bounds (compiles each .cu once more).
+        import subprocess
+
+        subprocess.check_call([sys.executable, os.path.join(ROOT, "scripts", "kernel_resources.py")])
     return [ext]
 
 
