@@ -17,6 +17,8 @@ The library uses only Python's stable ABI (its one Python entry point is PyInit_
 torch's C++ API), so it is a py_limited_api extension: torch's BuildExtension compiles it with
 -DPy_LIMITED_API=<the oldest CPython torch supports>, and the wheel's abi3 tag names that same version
 (_limited_api_tag), so one wheel serves every Python from there on.
+
+  DETOPS_CHECK_KERNELS=1  check every CUDA kernel's registers and shared memory (scripts/kernel_resources.py).
 """
 
 import glob
@@ -113,6 +115,11 @@ def _extensions():
     else:
         print(f"detops: not building CUDA kernels: {why}", flush=True)
     _write_build_info(torch, with_cuda, arch_list, cuda_home)
+    if with_cuda and _flag("DETOPS_CHECK_KERNELS"):
+        # Each kernel's registers and shared memory against its launch bounds (compiles each .cu once more).
+        import subprocess
+
+        subprocess.check_call([sys.executable, os.path.join(ROOT, "scripts", "kernel_resources.py")])
     return [ext]
 
 

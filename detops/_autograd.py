@@ -73,13 +73,19 @@ def _setup_cross_entropy(ctx, inputs, output):
 def _cross_entropy_backward(ctx, grad):
     # d loss / d logits = softmax(logits) - one_hot(target); scatter, not F.one_hot, which reads the largest
     # target on the host (a CUDA synchronisation).
-    # Ignored rows (target == ignore_index) have gradient 0.
+    # Ignored rows (target == ignore_index) have gradient 0. Any other target outside [0, C) (NaN loss on CUDA,
+    # where the forward cannot raise without a synchronisation) must not reach scatter_add: an out-of-bounds
+    # index there is a device-side assert that ends the CUDA context. Its row scatters into column 0 and then
+    # gets a NaN gradient, the derivative of its NaN loss.
     logits, targets = ctx.saved_tensors
     compute = compute_dtype(logits.dtype)
     g = torch.softmax(logits.to(compute), dim=-1)
-    kept = (targets != ctx.ignore_index).unsqueeze(-1)
-    index = torch.where(kept, targets.long().unsqueeze(-1), 0)
+    t = targets.long()
+    kept = (t != ctx.ignore_index).unsqueeze(-1)
+    valid = ((t >= 0) & (t < logits.size(-1))).unsqueeze(-1)
+    index = torch.where(valid, t.unsqueeze(-1), 0)
     g = g.scatter_add(-1, index, torch.full_like(index, -1, dtype=compute))
+    g = g.masked_fill(kept & ~valid, float("nan"))
     g = torch.where(kept, g * grad.to(compute).unsqueeze(-1), 0)
     return g.to(logits.dtype), None, None
 

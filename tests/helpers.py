@@ -38,3 +38,35 @@ def cpu_and_cuda():
     import pytest
 
     return ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+def ulp_distance(actual, expected):
+    """|actual - expected| in units in the last place of ``expected``'s dtype at ``expected``'s magnitude
+    (subnormals: the spacing at the smallest normal). Both are compared in float64; NaN where either is NaN."""
+    dtype = expected.dtype
+    info = torch.finfo(dtype)
+    e = expected.detach().cpu().double()
+    a = actual.detach().cpu().double()
+    magnitude = e.abs().clamp(min=info.tiny)
+    spacing = info.eps * torch.exp2(torch.floor(torch.log2(magnitude)))
+    diff = (a - e).abs()
+    same = a == e  # equal infinities give inf - inf = NaN otherwise
+    return torch.where(same, torch.zeros_like(diff), diff / spacing)
+
+
+def assert_close_ulps(actual, expected, ulps=1, equal_nan=True):
+    """``actual`` within ``ulps`` units in the last place of ``expected`` (same dtype and shape): the comparison
+    for float16/bfloat16 results two devices compute in float32 and round once, where a float32 value next to a
+    rounding boundary lands one ulp of the dtype apart (vectorised CPU log/exp against CUDA's libdevice,
+    ``atan`` in CIoU), and a fixed tolerance such as 1e-5 is below one ulp."""
+    assert actual.dtype == expected.dtype, (actual.dtype, expected.dtype)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    a, e = actual.detach().cpu(), expected.detach().cpu()
+    nan_a, nan_e = a.isnan(), e.isnan()
+    if equal_nan:
+        assert torch.equal(nan_a, nan_e), "NaN in different places"
+    else:
+        assert not nan_a.any() and not nan_e.any(), "NaN"
+    d = ulp_distance(a[~nan_e], e[~nan_e])
+    worst = d.max().item() if d.numel() else 0.0
+    assert worst <= ulps, f"{worst:.3g} ulps of {e.dtype} apart (at most {ulps} allowed)"

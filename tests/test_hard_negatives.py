@@ -1,6 +1,7 @@
 """detops.hard_negative_mining against the exact-mask reference and the SSD tutorial's sort-based selection."""
 
 import math
+import types
 
 import pytest
 import torch
@@ -213,6 +214,25 @@ def test_cross_entropy_gradient_opcheck_and_compile():
     f = torch.compile(lambda x, t: detops.softmax_cross_entropy(x, t).sum(), fullgraph=True)
     x = logits.detach()
     torch.testing.assert_close(f(x, targets), detops.softmax_cross_entropy(x, targets).sum())
+
+
+def test_cross_entropy_backward_never_indexes_out_of_range():
+    # The CPU forward raises on a target outside [0, C); the CUDA one gives NaN (raising would need a host
+    # synchronisation), so the backward sees such targets and must not scatter out of bounds (on CUDA a
+    # device-side assert that ends the context): a NaN gradient for those rows, the others exact.
+    from detops._autograd import _cross_entropy_backward
+
+    gen = torch.Generator().manual_seed(8)
+    logits = torch.randn(5, 3, dtype=torch.float64, generator=gen)
+    targets = torch.tensor([0, 3, -1, 2, 1000])
+    ctx = types.SimpleNamespace(saved_tensors=(logits, targets))
+    grad = torch.rand(5, dtype=torch.float64, generator=gen)
+    g, none = _cross_entropy_backward(ctx, grad)
+    assert none is None and g.shape == logits.shape
+    assert g[[1, 2, 4]].isnan().all()
+    ok = torch.tensor([0, 3])
+    want = (torch.softmax(logits[ok], -1) - torch.nn.functional.one_hot(targets[ok], 3)) * grad[ok, None]
+    torch.testing.assert_close(g[ok], want)
 
 
 @cuda

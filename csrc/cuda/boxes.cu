@@ -11,11 +11,11 @@ namespace detops {
 namespace {
 
 constexpr int kTileM = 128;  // columns (boxes2) per block: consecutive threads write consecutive outputs
-constexpr int kTileN = 8;    // rows (boxes1) per block
+constexpr int kTileN = 2;    // rows (boxes1) per block: 256 threads, so ptxas may give a CIoU thread 255 registers
 
 // One output per thread; blocks stride over rows and batch entries so any N and batch fit the grid.
 template <typename T, IouMode kMode>
-__global__ void pairwise_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out,
+__global__ void __launch_bounds__(kTileM * kTileN) pairwise_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out,
                                 int64_t a_bs, int64_t b_bs, int64_t batch, int64_t n, int64_t m, T eps) {
   const int64_t j = static_cast<int64_t>(blockIdx.x) * kTileM + threadIdx.x;
   if (j >= m) return;
@@ -45,7 +45,7 @@ void launch_pairwise(PairwiseProblem& p) {
 }
 
 template <typename T>
-__global__ void aligned_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out, int64_t count,
+__global__ void __launch_bounds__(cuda::kThreads) aligned_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out, int64_t count,
                                IouMode mode, T eps) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
@@ -53,8 +53,8 @@ __global__ void aligned_kernel(const T* __restrict__ a, const T* __restrict__ b,
 }
 
 at::Tensor box_overlap_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode, double eps) {
-  const c10::cuda::CUDAGuard guard(boxes1.device());
   PairwiseProblem p = prepare_pairwise(boxes1, boxes2, mode, eps);
+  const c10::cuda::CUDAGuard guard(p.a.device());  // after prepare_*'s device checks
   if (p.out.numel() > 0) {
     AT_DISPATCH_FLOATING_TYPES(p.a.scalar_type(), "box_overlap_cuda", [&] {
       dispatch_iou_mode(p.mode, [&](auto mode) { launch_pairwise<scalar_t, decltype(mode)::value>(p); });
@@ -65,8 +65,8 @@ at::Tensor box_overlap_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, 
 
 at::Tensor box_iou_aligned_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode,
                                 double eps) {
-  const c10::cuda::CUDAGuard guard(boxes1.device());
   AlignedProblem p = prepare_aligned(boxes1, boxes2, mode, eps);
+  const c10::cuda::CUDAGuard guard(p.a.device());  // after prepare_*'s device checks
   if (p.count > 0) {
     AT_DISPATCH_FLOATING_TYPES(p.a.scalar_type(), "box_iou_aligned_cuda", [&] {
       aligned_kernel<scalar_t><<<cuda::blocks_for(p.count), cuda::kThreads, 0, cuda::stream()>>>(

@@ -13,7 +13,7 @@ namespace detops {
 namespace {
 
 template <typename T>
-__global__ void encode_kernel(const T* __restrict__ g, const T* __restrict__ a, T* __restrict__ out, int64_t count,
+__global__ void __launch_bounds__(cuda::kThreads) encode_kernel(const T* __restrict__ g, const T* __restrict__ a, T* __restrict__ out, int64_t count,
                               int64_t period, CodingWeights w) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
@@ -21,7 +21,7 @@ __global__ void encode_kernel(const T* __restrict__ g, const T* __restrict__ a, 
 }
 
 template <typename T>
-__global__ void decode_kernel(const T* __restrict__ d, const T* __restrict__ a, T* __restrict__ out, int64_t count,
+__global__ void __launch_bounds__(cuda::kThreads) decode_kernel(const T* __restrict__ d, const T* __restrict__ a, T* __restrict__ out, int64_t count,
                               int64_t period, CodingWeights w, T clamp) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
@@ -29,8 +29,8 @@ __global__ void decode_kernel(const T* __restrict__ d, const T* __restrict__ a, 
 }
 
 at::Tensor encode_boxes_cuda(const at::Tensor& boxes, const at::Tensor& anchors, at::ArrayRef<double> weights) {
-  const c10::cuda::CUDAGuard guard(boxes.device());
   CodingProblem p = prepare_coding(boxes, "boxes", anchors, weights);
+  const c10::cuda::CUDAGuard guard(p.x.device());  // after prepare_*'s device checks
   if (p.count > 0) {
     AT_DISPATCH_FLOATING_TYPES(p.x.scalar_type(), "encode_boxes_cuda", [&] {
       encode_kernel<scalar_t><<<cuda::blocks_for(p.count), cuda::kThreads, 0, cuda::stream()>>>(
@@ -44,8 +44,8 @@ at::Tensor encode_boxes_cuda(const at::Tensor& boxes, const at::Tensor& anchors,
 
 at::Tensor decode_boxes_cuda(const at::Tensor& deltas, const at::Tensor& anchors, at::ArrayRef<double> weights,
                              std::optional<double> clamp) {
-  const c10::cuda::CUDAGuard guard(deltas.device());
   CodingProblem p = prepare_coding(deltas, "deltas", anchors, weights);
+  const c10::cuda::CUDAGuard guard(p.x.device());  // after prepare_*'s device checks
   if (p.count > 0) {
     AT_DISPATCH_FLOATING_TYPES(p.x.scalar_type(), "decode_boxes_cuda", [&] {
       const auto c = static_cast<scalar_t>(clamp ? *clamp : std::numeric_limits<double>::infinity());

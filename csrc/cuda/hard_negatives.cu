@@ -125,8 +125,8 @@ __global__ void __launch_bounds__(kMineThreads)
 }
 
 at::Tensor hard_negative_mining_cuda(const at::Tensor& conf_loss, const at::Tensor& positives, int64_t neg_pos_ratio) {
-  const c10::cuda::CUDAGuard guard(conf_loss.device());
   MiningProblem m = prepare_hard_negative_mining(conf_loss, positives, neg_pos_ratio);
+  const c10::cuda::CUDAGuard guard(m.loss.device());  // after prepare_*'s device checks
   if (m.B == 0 || m.P == 0) return m.mask;
   TORCH_CHECK(m.B <= std::numeric_limits<int32_t>::max(), "conf_loss has too many rows: ", m.B);
   AT_DISPATCH_FLOATING_TYPES(m.loss.scalar_type(), "hard_negative_mining_cuda", [&] {
@@ -141,7 +141,7 @@ at::Tensor hard_negative_mining_cuda(const at::Tensor& conf_loss, const at::Tens
 // kernel. A target equal to `ignore` gives 0; any other target outside [0, C) gives NaN: raising would need a
 // host synchronisation.
 template <typename T>
-__global__ void cross_entropy_kernel(const T* __restrict__ x, const int64_t* __restrict__ target, T* __restrict__ out,
+__global__ void __launch_bounds__(cuda::kThreads) cross_entropy_kernel(const T* __restrict__ x, const int64_t* __restrict__ target, T* __restrict__ out,
                                      int64_t rows, int64_t C, int64_t ignore) {
   for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < rows; r += int64_t(gridDim.x) * blockDim.x) {
     const T* row = x + r * C;
@@ -157,8 +157,8 @@ __global__ void cross_entropy_kernel(const T* __restrict__ x, const int64_t* __r
 }
 
 at::Tensor softmax_cross_entropy_cuda(const at::Tensor& logits, const at::Tensor& targets, int64_t ignore_index) {
-  const c10::cuda::CUDAGuard guard(logits.device());
   CrossEntropyProblem p = prepare_softmax_cross_entropy(logits, targets, ignore_index);
+  const c10::cuda::CUDAGuard guard(p.logits.device());  // after prepare_*'s device checks
   if (p.rows > 0) {
     AT_DISPATCH_FLOATING_TYPES(p.logits.scalar_type(), "softmax_cross_entropy_cuda", [&] {
       cross_entropy_kernel<scalar_t><<<cuda::blocks_for(p.rows), cuda::kThreads, 0, cuda::stream()>>>(

@@ -26,6 +26,7 @@ namespace {
 
 constexpr int kMatchThreads = 256;
 constexpr int kWarps = kMatchThreads / 32;
+constexpr int kForceThreads = 128;
 
 // (value, index) argmax: the larger value, the lower index on ties.
 template <typename T>
@@ -110,7 +111,7 @@ __global__ void __launch_bounds__(kMatchThreads)
 }
 
 template <typename T>
-__global__ void match_force_kernel(const int64_t* __restrict__ counts, int64_t B, int64_t G, int64_t P, int64_t nblk,
+__global__ void __launch_bounds__(kForceThreads) match_force_kernel(const int64_t* __restrict__ counts, int64_t B, int64_t G, int64_t P, int64_t nblk,
                                    const T* __restrict__ part_val, const int* __restrict__ part_idx,
                                    T* __restrict__ targets, int64_t* __restrict__ matched) {
   const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
@@ -129,7 +130,7 @@ __global__ void match_force_kernel(const int64_t* __restrict__ counts, int64_t B
 }
 
 template <typename T>
-__global__ void match_finish_kernel(const T* __restrict__ gt, const int64_t* __restrict__ gt_labels,
+__global__ void __launch_bounds__(cuda::kThreads) match_finish_kernel(const T* __restrict__ gt, const int64_t* __restrict__ gt_labels,
                                     const int64_t* __restrict__ counts, const T* __restrict__ priors_cxcy, int64_t B,
                                     int64_t G, int64_t P, T threshold, CodingWeights w, int64_t* __restrict__ labels,
                                     int64_t* __restrict__ matched, T* __restrict__ targets) {
@@ -156,8 +157,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> match_priors_cuda(const at::Tenso
                                                                  const at::Tensor& gt_labels, const at::Tensor& counts,
                                                                  const at::Tensor& priors_cxcy, double threshold,
                                                                  at::ArrayRef<double> weights) {
-  const c10::cuda::CUDAGuard guard(gt_boxes.device());
   MatchProblem p = prepare_match_priors(gt_boxes, gt_labels, counts, priors_cxcy, threshold, weights);
+  const c10::cuda::CUDAGuard guard(p.boxes.device());  // after prepare_*'s device checks
   at::Tensor labels = at::empty({p.B, p.P}, p.labels.options());
   at::Tensor matched = at::empty({p.B, p.P}, p.labels.options());
   at::Tensor targets = at::empty({p.B, p.P, 4}, p.boxes.options());
@@ -175,7 +176,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> match_priors_cuda(const at::Tenso
           targets.data_ptr<scalar_t>(), matched.data_ptr<int64_t>(), part_val.data_ptr<scalar_t>(),
           part_idx.data_ptr<int>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-      match_force_kernel<scalar_t><<<cuda::blocks_for(p.B, 128), 128, 0, cuda::stream()>>>(
+      match_force_kernel<scalar_t><<<cuda::blocks_for(p.B, kForceThreads), kForceThreads, 0, cuda::stream()>>>(
           p.counts.data_ptr<int64_t>(), p.B, p.G, p.P, nblk, part_val.data_ptr<scalar_t>(), part_idx.data_ptr<int>(),
           targets.data_ptr<scalar_t>(), matched.data_ptr<int64_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -192,7 +193,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> match_priors_cuda(const at::Tenso
 // ---- torchvision's Matcher rule ----
 
 template <typename T>
-__global__ void row_max_kernel(const T* __restrict__ q, int64_t P, T* __restrict__ row_max) {
+__global__ void __launch_bounds__(kMatchThreads) row_max_kernel(const T* __restrict__ q, int64_t P, T* __restrict__ row_max) {
   __shared__ T s[kMatchThreads];
   const int64_t row = blockIdx.x;  // n * G + g
   const T* r = q + row * P;
@@ -208,7 +209,7 @@ __global__ void row_max_kernel(const T* __restrict__ q, int64_t P, T* __restrict
 }
 
 template <typename T>
-__global__ void matcher_kernel(const T* __restrict__ q, const T* __restrict__ row_max, int64_t N, int64_t G,
+__global__ void __launch_bounds__(cuda::kThreads) matcher_kernel(const T* __restrict__ q, const T* __restrict__ row_max, int64_t N, int64_t G,
                                int64_t P, T high, T low, bool allow_low, int64_t* __restrict__ out) {
   const int64_t total = N * P;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
@@ -223,8 +224,8 @@ __global__ void matcher_kernel(const T* __restrict__ q, const T* __restrict__ ro
 }
 
 at::Tensor match_boxes_cuda(const at::Tensor& quality, double high, double low, bool allow_low_quality) {
-  const c10::cuda::CUDAGuard guard(quality.device());
   MatcherProblem m = prepare_match_boxes(quality, high, low, allow_low_quality);
+  const c10::cuda::CUDAGuard guard(m.quality.device());  // after prepare_*'s device checks
   at::Tensor matches = at::empty({m.N, m.P}, quality.options().dtype(at::kLong));
   if (m.N * m.P == 0) return matches.view(m.out_shape);
   AT_DISPATCH_FLOATING_TYPES(m.quality.scalar_type(), "match_boxes_cuda", [&] {

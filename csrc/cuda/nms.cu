@@ -27,6 +27,7 @@ namespace detops {
 namespace {
 
 constexpr int kBlockBits = 64;
+constexpr int kScanThreads = 256;
 
 template <typename T>
 __device__ inline T neg_inf() {
@@ -35,7 +36,7 @@ __device__ inline T neg_inf() {
 
 // key[i] = score for boxes that take part, -inf for those that do not (NaN score or coordinate); valid[i].
 template <typename T>
-__global__ void nms_keys_kernel(const T* __restrict__ boxes, const T* __restrict__ scores, T* __restrict__ key,
+__global__ void __launch_bounds__(cuda::kThreads) nms_keys_kernel(const T* __restrict__ boxes, const T* __restrict__ scores, T* __restrict__ key,
                                 uint8_t* __restrict__ valid, int64_t n) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -47,7 +48,7 @@ __global__ void nms_keys_kernel(const T* __restrict__ boxes, const T* __restrict
 
 // Boxes, validity and (optionally) categories gathered into rank order.
 template <typename T>
-__global__ void gather_sorted_kernel(const T* __restrict__ boxes, const uint8_t* __restrict__ valid,
+__global__ void __launch_bounds__(cuda::kThreads) gather_sorted_kernel(const T* __restrict__ boxes, const uint8_t* __restrict__ valid,
                                      const int64_t* __restrict__ idxs, const int64_t* __restrict__ order,
                                      T* __restrict__ sboxes, uint8_t* __restrict__ svalid, int64_t* __restrict__ scls,
                                      int64_t n) {
@@ -63,7 +64,7 @@ __global__ void gather_sorted_kernel(const T* __restrict__ boxes, const uint8_t*
 // mask[i][w] bit t: box i (rank order) suppresses box j = 64 w + t, j > i (same category when cls is given).
 // Tiles left of the diagonal are never read and not launched; tiles with no common category are zeroed.
 template <typename T>
-__global__ void nms_mask_kernel(const T* __restrict__ sboxes, const uint8_t* __restrict__ svalid,
+__global__ void __launch_bounds__(kBlockBits) nms_mask_kernel(const T* __restrict__ sboxes, const uint8_t* __restrict__ svalid,
                                 const int64_t* __restrict__ scls, int64_t n, int64_t col_blocks, T thr,
                                 uint64_t* __restrict__ mask) {
   const int64_t row_block = blockIdx.y, col_block = blockIdx.x;
@@ -103,7 +104,7 @@ __global__ void nms_mask_kernel(const T* __restrict__ sboxes, const uint8_t* __r
 
 // One block walks the mask in rank order: within a 64-box word one thread resolves the chain (the rows' own
 // words are staged in shared memory first), then every thread ORs the kept rows into the words it owns.
-__global__ void nms_scan_kernel(const uint64_t* __restrict__ mask, const uint8_t* __restrict__ svalid, int64_t n,
+__global__ void __launch_bounds__(kScanThreads) nms_scan_kernel(const uint64_t* __restrict__ mask, const uint8_t* __restrict__ svalid, int64_t n,
                                 int64_t col_blocks, uint64_t* __restrict__ removed, uint8_t* __restrict__ keep) {
   __shared__ uint64_t diag[kBlockBits];
   __shared__ uint64_t kept_bits;
@@ -148,7 +149,7 @@ at::Tensor nms_keep_flags(const at::Tensor& sboxes, const at::Tensor& svalid, co
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   at::Tensor removed = at::zeros({col_blocks}, sboxes.options().dtype(at::kLong));
   at::Tensor keep = at::empty({n}, sboxes.options().dtype(at::kBool));
-  nms_scan_kernel<<<1, 256, 0, cuda::stream()>>>(reinterpret_cast<const uint64_t*>(mask.data_ptr<int64_t>()),
+  nms_scan_kernel<<<1, kScanThreads, 0, cuda::stream()>>>(reinterpret_cast<const uint64_t*>(mask.data_ptr<int64_t>()),
                                                  svalid.data_ptr<uint8_t>(), n, col_blocks,
                                                  reinterpret_cast<uint64_t*>(removed.data_ptr<int64_t>()),
                                                  reinterpret_cast<uint8_t*>(keep.data_ptr<bool>()));
@@ -195,8 +196,8 @@ at::Tensor nms_impl(const NmsProblem& p, bool batched) {
 }
 
 at::Tensor nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
-  const c10::cuda::CUDAGuard guard(boxes.device());
   NmsProblem p = prepare_nms(boxes, scores, iou_threshold);
+  const c10::cuda::CUDAGuard guard(p.boxes.device());  // after prepare_*'s device checks
   if (p.n == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(p.boxes.scalar_type(), "nms_cuda", [&] { out = nms_impl<scalar_t>(p, false); });
@@ -205,8 +206,8 @@ at::Tensor nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, double io
 
 at::Tensor batched_nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
                             double iou_threshold) {
-  const c10::cuda::CUDAGuard guard(boxes.device());
   NmsProblem p = prepare_batched_nms(boxes, scores, idxs, iou_threshold);
+  const c10::cuda::CUDAGuard guard(p.boxes.device());  // after prepare_*'s device checks
   if (p.n == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(p.boxes.scalar_type(), "batched_nms_cuda", [&] { out = nms_impl<scalar_t>(p, true); });
@@ -229,7 +230,7 @@ __device__ inline const T* class_box(const T* boxes, const MulticlassDims& d, in
 // key[b, c, p] = score if the candidate passes the threshold (and is valid, and c is not the background),
 // else -inf; laid out class-major so one segmented sort orders every (image, class) row.
 template <typename T>
-__global__ void multiclass_keys_kernel(const T* __restrict__ boxes, const T* __restrict__ scores, MulticlassDims d,
+__global__ void __launch_bounds__(cuda::kThreads) multiclass_keys_kernel(const T* __restrict__ boxes, const T* __restrict__ scores, MulticlassDims d,
                                        T score_thr, T* __restrict__ key) {
   const int64_t total = d.B * d.C * d.P;
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
@@ -247,7 +248,7 @@ constexpr int kMaxChunkKept = 32;
 // One block per (image, class) row: greedy NMS over the row's first M sorted candidates, at most K kept.
 // kept_pos[row, k] = rank position of the k-th kept candidate; kept_n[row] = how many.
 template <typename T>
-__global__ void multiclass_rows_kernel(const T* __restrict__ boxes, const T* __restrict__ sorted_key,
+__global__ void __launch_bounds__(kRowThreads) multiclass_rows_kernel(const T* __restrict__ boxes, const T* __restrict__ sorted_key,
                                        const int64_t* __restrict__ sorted_prior, MulticlassDims d, T iou_thr,
                                        uint8_t* __restrict__ removed_all, int32_t* __restrict__ kept_pos,
                                        int32_t* __restrict__ kept_n) {
@@ -318,7 +319,7 @@ __global__ void multiclass_rows_kernel(const T* __restrict__ boxes, const T* __r
 
 // sel[b, c * K + k] = score of the k-th kept candidate of (b, c), -inf past kept_n.
 template <typename T>
-__global__ void multiclass_select_keys_kernel(const T* __restrict__ sorted_key, const int32_t* __restrict__ kept_pos,
+__global__ void __launch_bounds__(cuda::kThreads) multiclass_select_keys_kernel(const T* __restrict__ sorted_key, const int32_t* __restrict__ kept_pos,
                                               const int32_t* __restrict__ kept_n, MulticlassDims d,
                                               T* __restrict__ sel) {
   const int64_t total = d.B * d.C * d.K;
@@ -331,7 +332,7 @@ __global__ void multiclass_select_keys_kernel(const T* __restrict__ sorted_key, 
 
 // out[b, k] from the k-th entry of image b's sorted selection; padding past the valid ones; counts[b].
 template <typename T>
-__global__ void multiclass_write_kernel(const T* __restrict__ boxes, const T* __restrict__ sel_sorted,
+__global__ void __launch_bounds__(cuda::kThreads) multiclass_write_kernel(const T* __restrict__ boxes, const T* __restrict__ sel_sorted,
                                         const int64_t* __restrict__ sel_order, const int32_t* __restrict__ kept_pos,
                                         const int64_t* __restrict__ sorted_prior, MulticlassDims d, int64_t sel_len,
                                         T* __restrict__ out_boxes, T* __restrict__ out_scores,
@@ -413,9 +414,9 @@ void multiclass_impl(MulticlassProblem& p) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_nms_cuda(
     const at::Tensor& boxes, const at::Tensor& scores, double score_threshold, double iou_threshold,
     int64_t max_detections, int64_t background_class, int64_t max_candidates_per_class) {
-  const c10::cuda::CUDAGuard guard(scores.device());
   MulticlassProblem p = prepare_multiclass(boxes, scores, score_threshold, iou_threshold, max_detections,
                                            background_class, max_candidates_per_class);
+  const c10::cuda::CUDAGuard guard(p.scores.device());  // after prepare_*'s device checks
   AT_DISPATCH_FLOATING_TYPES(p.scores.scalar_type(), "multiclass_nms_cuda", [&] { multiclass_impl<scalar_t>(p); });
   return finish_multiclass(p);
 }
@@ -425,7 +426,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_nms_cuda(
 constexpr int kSoftThreads = 1024;
 
 template <typename T>
-__global__ void soft_nms_kernel(const T* __restrict__ boxes, T* __restrict__ cur, uint8_t* __restrict__ alive,
+__global__ void __launch_bounds__(kSoftThreads) soft_nms_kernel(const T* __restrict__ boxes, T* __restrict__ cur, uint8_t* __restrict__ alive,
                                 int64_t n, T iou_thr, T sigma, T min_score, SoftNmsMethod method,
                                 int64_t* __restrict__ keep, T* __restrict__ kept_scores, int64_t* __restrict__ count) {
   __shared__ T best_v[kSoftThreads / 32];
@@ -474,7 +475,7 @@ __global__ void soft_nms_kernel(const T* __restrict__ boxes, T* __restrict__ cur
 }
 
 template <typename T>
-__global__ void soft_nms_init_kernel(const T* __restrict__ boxes, const T* __restrict__ scores, T* __restrict__ cur,
+__global__ void __launch_bounds__(cuda::kThreads) soft_nms_init_kernel(const T* __restrict__ boxes, const T* __restrict__ scores, T* __restrict__ cur,
                                      uint8_t* __restrict__ alive, int64_t n) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -486,8 +487,8 @@ __global__ void soft_nms_init_kernel(const T* __restrict__ boxes, const T* __res
 std::tuple<at::Tensor, at::Tensor> soft_nms_cuda(const at::Tensor& boxes, const at::Tensor& scores,
                                                  double iou_threshold, double sigma, double score_threshold,
                                                  c10::string_view method) {
-  const c10::cuda::CUDAGuard guard(boxes.device());
   SoftNmsProblem p = prepare_soft_nms(boxes, scores, iou_threshold, sigma, score_threshold, method);
+  const c10::cuda::CUDAGuard guard(p.boxes.device());  // after prepare_*'s device checks
   const auto opts = p.scores.options();
   at::Tensor keep = at::empty({p.n}, opts.dtype(at::kLong));
   at::Tensor ks = at::empty({p.n}, opts);

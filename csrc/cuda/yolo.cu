@@ -25,7 +25,7 @@ struct RowLayout {
 };
 
 template <typename T>
-__global__ void score_rows_kernel(const T* __restrict__ pred, RowLayout layout, int64_t rows, T thr,
+__global__ void __launch_bounds__(cuda::kThreads) score_rows_kernel(const T* __restrict__ pred, RowLayout layout, int64_t rows, T thr,
                                   T* __restrict__ best, int64_t* __restrict__ label, bool* __restrict__ candidate) {
   for (int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; r < rows;
        r += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -36,7 +36,7 @@ __global__ void score_rows_kernel(const T* __restrict__ pred, RowLayout layout, 
 }
 
 template <typename T>
-__global__ void write_candidates_kernel(const T* __restrict__ pred, RowLayout layout, const int64_t* __restrict__ rows,
+__global__ void __launch_bounds__(cuda::kThreads) write_candidates_kernel(const T* __restrict__ pred, RowLayout layout, const int64_t* __restrict__ rows,
                                         int64_t K, const T* __restrict__ best, const int64_t* __restrict__ label,
                                         T* __restrict__ boxes, T* __restrict__ scores, int64_t* __restrict__ labels) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < K;
@@ -50,8 +50,8 @@ __global__ void write_candidates_kernel(const T* __restrict__ pred, RowLayout la
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> yolo_candidates_cuda(const at::Tensor& prediction,
                                                                                 double conf_thres, bool objectness) {
-  const c10::cuda::CUDAGuard guard(prediction.device());
   const YoloProblem p = prepare_yolo_candidates(prediction, conf_thres, objectness);
+  const c10::cuda::CUDAGuard guard(p.prediction.device());  // after prepare_*'s device checks
   const RowLayout layout{p.N, p.C, p.first_class, p.stride_b, p.stride_n, p.stride_d, p.objectness};
   const int64_t rows = p.B * p.N;
   at::Tensor best = at::empty({rows}, prediction.options());
