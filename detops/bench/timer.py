@@ -67,8 +67,8 @@ def time_alternating(
 
     Warm-up: up to ``warmup`` calls per side (``warmup_done`` already made by the caller), fewer once a side
     has spent a second. Then rounds: in each, every side is called until it has spent ``min_time /
-    min_rounds`` seconds (at least once); rounds go on until every side has spent ``min_time`` over at least
-    ``min_rounds`` rounds, or a side has ``max_runs`` samples.
+    min_rounds`` seconds (at least once, at most ``max_runs / min_rounds`` times); rounds go on until every
+    side has spent ``min_time`` (or has ``max_runs`` samples) and ``min_rounds`` rounds are done.
     """
     live = [(k, f) for k, f in enumerate(fns) if f is not None]
     calls = [0] * len(fns)
@@ -83,22 +83,21 @@ def time_alternating(
                 break
     times: List[List[float]] = [[] for _ in fns]
     slice_ms = min_time * 1e3 / max(1, min_rounds)
+    per_slice = max(1, max_runs // max(1, min_rounds))
     rounds = 0
-    while True:
-        order = live[rounds % len(live):] + live[: rounds % len(live)] if live else []
-        for k, f in order:
+    while live:
+        shift = rounds % len(live)
+        for k, f in live[shift:] + live[:shift]:
             spent, here = 0.0, 0
-            while here == 0 or (spent < slice_ms and len(times[k]) < max_runs):
+            while here == 0 or (spent < slice_ms and here < per_slice and len(times[k]) < max_runs):
                 t = _timed_call(f, calls[k], cuda)
                 calls[k] += 1
                 here += 1
                 times[k].append(t)
                 spent += t
         rounds += 1
-        if not live:
-            break
-        done = all(sum(times[k]) >= min_time * 1e3 for k, _ in live) and rounds >= min_rounds
-        if done or any(len(times[k]) >= max_runs for k, _ in live):
+        enough = all(sum(times[k]) >= min_time * 1e3 or len(times[k]) >= max_runs for k, _ in live)
+        if (enough and rounds >= min_rounds) or rounds >= 10 * max(1, min_rounds) + 100:
             break
     return [summarize(t) if t else None for t in times]
 

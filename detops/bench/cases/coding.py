@@ -36,3 +36,29 @@ def decode(dims, ctx):
     coder = BoxCoder(WEIGHTS)
     return Pair((deltas, anchors), lambda d, a: detops.decode_boxes(d, a, WEIGHTS), coder.decode_single, floor=True,
                 **_tol(ctx.dtype))
+
+
+@case("coding", "encode_boxes", "reference", "ssd300_batch", sizes=("32",), quick=("4",), size_label="images")
+def encode_vs_reference(dims, ctx):
+    """encode_boxes of a batch's matched boxes [B, 8732, 4] against their SSD300 priors, against the
+    plain-PyTorch reference (detops.reference.coding)."""
+    from detops.reference import coding as ref
+
+    g = ctx.generator()
+    priors = detops.box_convert(W.ssd300_priors(ctx.device, ctx.dtype), "cxcywh", "xyxy")
+    boxes = (W.uniform_boxes(priors.shape[0], g, lead=(dims[0],)) / 1300).to(ctx.device, ctx.dtype)
+    return Pair((boxes, priors, WEIGHTS), detops.encode_boxes, ref.encode_boxes, floor=True, **_tol(ctx.dtype))
+
+
+@case("coding", "decode_boxes", "reference", "ssd300_batch", sizes=("32",), quick=("4",), size_label="images")
+def decode_vs_reference(dims, ctx):
+    """decode_boxes of offsets [B, 8732, 4] (0.5 randn) against the SSD300 priors, against the plain-PyTorch
+    reference."""
+    import torch
+
+    from detops.reference import coding as ref
+
+    g = ctx.generator()
+    priors = detops.box_convert(W.ssd300_priors(ctx.device, ctx.dtype), "cxcywh", "xyxy")
+    deltas = (torch.randn(dims[0], priors.shape[0], 4, generator=g) * 0.5).to(ctx.device, ctx.dtype)
+    return Pair((deltas, priors, WEIGHTS), detops.decode_boxes, ref.decode_boxes, floor=True, **_tol(ctx.dtype))
