@@ -46,6 +46,11 @@ def _build_parser():
     p = sub.add_parser("info", help="versions, what was compiled, visible GPUs (paste this into bug reports)")
     p.set_defaults(func=cmd_info)
     _add_ssd_commands(sub)
+    from detops.bench import cli as bench_cli
+
+    p = sub.add_parser("bench", help="time detops' ops against torchvision and the tutorial's code (detops/bench)")
+    bench_cli.add_arguments(p)
+    p.set_defaults(func=bench_cli.run)
     return parser
 
 
