@@ -1,7 +1,7 @@
 """Speed of the SSD data and evaluation half: VOC mAP, the training transform, the synthetic generator.
 
 Prints tables (markdown) comparing against a baseline measured in the same run:
-  - detops.ssd.metrics.voc_map vs the per-detection loop of detops.reference.voc_map (the tutorial's
+  - detops.metrics.voc_map vs the per-detection loop of detops.reference.metrics.voc_map (the tutorial's
     calculate_mAP algorithm), on SSD-like output: top-k detections per image over VOC's 20 classes;
   - the SSD training transform with detops' vectorised IoU-crop sampler vs the same pipeline with
     torchvision's v2.RandomIoUCrop (trial-by-trial loop) + SanitizeBoundingBoxes;
@@ -18,8 +18,8 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from detops.reference.voc_map import voc_map as reference_voc_map
-from detops.ssd.metrics import voc_map
+from detops.reference.metrics import voc_map as reference_voc_map
+from detops.metrics import voc_map
 from detops.ssd.synthetic import generate_voc_dataset
 from detops.ssd.transforms import ssd_transforms
 from detops.ssd.voc import VOCDataset

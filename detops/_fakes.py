@@ -152,3 +152,24 @@ def _yolo_candidates_fake(prediction, conf_thres, objectness=True):
         prediction.new_empty((k,)),
         prediction.new_empty((k,), dtype=torch.int64),
     )
+
+
+# ---- metrics (csrc/ops/metrics.cpp) ----
+
+
+@register_fake("detops::coco_match")
+def _coco_match_fake(dt_boxes, gt_boxes, gt_crowd, gt_ignore, dt_offsets, gt_offsets, iou_thresholds):
+    torch._check(dt_boxes.dim() == 2 and dt_boxes.shape[1] == 4,
+                 lambda: f"dt_boxes must have shape [D, 4], got {list(dt_boxes.shape)}")
+    torch._check(gt_ignore.dim() == 2, lambda: f"gt_ignore must have shape [A, G], got {list(gt_ignore.shape)}")
+    return dt_boxes.new_empty((gt_ignore.shape[0], len(iou_thresholds), dt_boxes.shape[0]), dtype=torch.int64)
+
+
+@register_fake("detops::coco_accumulate")
+def _coco_accumulate_fake(status, scores, rank, class_offsets, positives, rec_thresholds, max_detections):
+    torch._check(status.dim() == 3, lambda: f"status must have shape [A, T, D], got {list(status.shape)}")
+    A, T = status.shape[0], status.shape[1]
+    K, R, M = class_offsets.shape[0] - 1, rec_thresholds.shape[0], len(max_detections)
+    precision = scores.new_empty((T, R, K, A, M), dtype=torch.float64)
+    recall = scores.new_empty((T, K, A, M), dtype=torch.float64)
+    return precision, recall, scores.new_empty((T, R, K, A, M), dtype=torch.float64)

@@ -8,7 +8,7 @@ from typing import Dict, Optional, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from detops.ssd.metrics import voc_map
+from detops.metrics import voc_map
 from detops.ssd.transforms import ssd_transforms
 from detops.ssd.voc import VOCDataset, collate_fn
 

@@ -1,13 +1,18 @@
-"""VOC mAP (detops.ssd.metrics) against the plain reference and hand-computed values."""
+"""VOC mAP (detops.metrics.voc) against the plain reference and hand-computed values, and the metric objects'
+shared interface (detops.metrics.build_metric). COCO-style evaluation: tests/test_metrics_coco.py."""
 
 import math
 
 import pytest
 import torch
 
-from detops.reference.voc_map import voc_map as reference_voc_map
-from detops.ssd.metrics import MeanAveragePrecision, format_ap_table, voc_map
-
+from detops.metrics import (
+    VOCMeanAveragePrecision,
+    build_metric,
+    format_ap_table,
+    voc_map,
+)
+from detops.reference.metrics import voc_map as reference_voc_map
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -58,11 +63,13 @@ def _assert_same(got, want):
     assert (math.isnan(m1) and math.isnan(m2)) or m1 == pytest.approx(m2, abs=1e-12)
 
 
+@pytest.mark.parametrize("empty_classes", ["zero", "nan"])
 @pytest.mark.parametrize("method", ["voc07", "area"])
 @pytest.mark.parametrize("seed", range(40))
-def test_matches_reference_on_random_detections(seed, method):
+def test_matches_reference_on_random_detections(seed, method, empty_classes):
     case = _random_case(seed, quantise_scores=seed % 3 == 0)
-    _assert_same(voc_map(*case, method=method), reference_voc_map(*case, method=method))
+    _assert_same(voc_map(*case, method=method, empty_classes=empty_classes),
+                 reference_voc_map(*case, method=method, empty_classes=empty_classes))
 
 
 @pytest.mark.parametrize("threshold", [0.3, 0.5, 0.75])
@@ -131,19 +138,46 @@ def test_difficult_objects_are_ignored():
     assert voc_map(*_one_class([a, b], [0.9, 0.7], [a, b, hard]), method="area")[0] == pytest.approx(2 / 3)
 
 
-def test_classes_without_ground_truth_are_excluded():
+def _three_classes():
     a = [0, 0, 10, 10]
     # Class 1 found perfectly; class 2 only has a difficult box; class 3 has nothing but a false detection.
-    case = (
+    return (
         [torch.tensor([a, a, a], dtype=torch.float32)], [torch.tensor([1, 2, 3])], [torch.tensor([0.9, 0.8, 0.7])],
         [torch.tensor([a, a], dtype=torch.float32)], [torch.tensor([1, 2])], [torch.tensor([0, 1], dtype=torch.uint8)],
         4,
     )
+
+
+def test_classes_without_ground_truth_count_as_zero_as_the_devkit_counts_them():
+    case = _three_classes()
     m, aps = voc_map(*case)
-    assert m == pytest.approx(1.0) and aps[1] == pytest.approx(1.0) and math.isnan(aps[2]) and math.isnan(aps[3])
+    assert aps == {1: pytest.approx(1.0), 2: 0.0, 3: 0.0} and m == pytest.approx(1 / 3)
     _assert_same((m, aps), reference_voc_map(*case))
     m, aps = voc_map([], [], [], [], [], [], n_classes=3)
+    assert m == 0.0 and aps == {1: 0.0, 2: 0.0}
+
+
+def test_classes_without_ground_truth_can_be_left_out():
+    case = _three_classes()
+    m, aps = voc_map(*case, empty_classes="nan")
+    assert m == pytest.approx(1.0) and aps[1] == pytest.approx(1.0) and math.isnan(aps[2]) and math.isnan(aps[3])
+    _assert_same((m, aps), reference_voc_map(*case, empty_classes="nan"))
+    m, aps = voc_map([], [], [], [], [], [], n_classes=3, empty_classes="nan")
     assert math.isnan(m) and all(math.isnan(v) for v in aps.values()) and set(aps) == {1, 2}
+    with pytest.raises(ValueError, match="empty_classes"):
+        voc_map(*case, empty_classes="skip")
+
+
+def test_detections_but_no_ground_truth_anywhere():
+    # Detections on images none of which has a box: every class is empty (this used to raise IndexError).
+    dets = [torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.zeros(0, 4)]
+    case = (dets, [torch.tensor([1]), torch.zeros(0, dtype=torch.int64)], [torch.tensor([0.5]), torch.zeros(0)],
+            [torch.zeros(0, 4)] * 2, [torch.zeros(0, dtype=torch.int64)] * 2, [torch.zeros(0, dtype=torch.uint8)] * 2, 3)
+    for method in ("voc07", "area"):
+        m, aps = voc_map(*case, method=method, empty_classes="nan")
+        assert math.isnan(m) and set(aps) == {1, 2} and all(math.isnan(v) for v in aps.values())
+        _assert_same((m, aps), reference_voc_map(*case, method=method, empty_classes="nan"))
+        assert voc_map(*case, method=method) == (0.0, {1: 0.0, 2: 0.0}) == reference_voc_map(*case, method=method)
 
 
 def test_background_detections_are_ignored_and_labels_checked():
@@ -164,16 +198,54 @@ def test_background_detections_are_ignored_and_labels_checked():
         voc_map(*case, method="coco")
 
 
-def test_accumulator_equals_one_call():
+def _dicts(case, start, stop):
+    det_boxes, det_labels, det_scores, true_boxes, true_labels, true_diff, _ = case
+    preds = [dict(boxes=det_boxes[i], scores=det_scores[i], labels=det_labels[i]) for i in range(start, stop)]
+    target = [dict(boxes=true_boxes[i], labels=true_labels[i], difficult=true_diff[i]) for i in range(start, stop)]
+    return preds, target
+
+
+@pytest.mark.parametrize("name,method", [("voc07", "voc07"), ("voc", "area")])
+def test_metric_object_equals_one_call(name, method):
     case = _random_case(5, n_images=17)
-    metric = MeanAveragePrecision(n_classes=case[-1])
+    metric = build_metric(name, num_classes=case[-1])
+    assert isinstance(metric, VOCMeanAveragePrecision)
     for start in range(0, 17, 4):
-        metric.update(*(x[start:start + 4] for x in case[:-1]))
+        metric.update(*_dicts(case, start, min(start + 4, 17)))
     assert len(metric) == 17
-    for method in ("voc07", "area"):
-        _assert_same(metric.compute(method), voc_map(*case, method=method))
+    got = metric.compute()
+    m, aps = voc_map(*case, method=method)
+    assert float(got["map"]) == m
+    assert got["classes"].tolist() == list(range(1, case[-1]))
+    assert got["map_per_class"].tolist() == [aps[c] for c in range(1, case[-1])]
     metric.reset()
-    assert len(metric) == 0
+    assert len(metric) == 0 and float(metric.compute()["map"]) == 0.0
+
+
+def test_metric_object_rejects_bad_input_naming_the_image():
+    case = _random_case(6, n_images=4)
+    metric = VOCMeanAveragePrecision(num_classes=case[-1])
+    preds, target = _dicts(case, 0, 4)
+    metric.update(preds[:2], target[:2])
+    bad = [dict(p) for p in preds[2:]]
+    bad[1] = dict(boxes=torch.tensor([[0.0, 0.0, 1.0, 1.0]]), scores=torch.tensor([math.nan]), labels=torch.tensor([1]))
+    with pytest.raises(ValueError, match="image 3: preds\\['scores'\\] must be finite"):
+        metric.update(bad, target[2:])
+    with pytest.raises(ValueError, match="one entry per image"):
+        metric.update(preds, target[:1])
+    wrong = [dict(t) for t in target[2:]]
+    wrong[0]["boxes"] = torch.zeros(len(wrong[0]["labels"]), 5)
+    with pytest.raises(ValueError, match="image 2 .*target\\['boxes'\\] must have shape"):
+        metric.update(preds[2:], wrong)
+    out = [dict(t) for t in target[2:]]
+    out[0] = dict(boxes=torch.tensor([[0.0, 0.0, 1.0, 1.0]]), labels=torch.tensor([case[-1]]))
+    with pytest.raises(ValueError, match="image 2: target\\['labels'\\] must be in 1 .."):
+        metric.update(preds[2:], out)
+    assert len(metric) == 2
+    with pytest.raises(ValueError, match="metric must be one of"):
+        build_metric("voc12", num_classes=3)
+    with pytest.raises(ValueError, match="num_classes"):
+        build_metric("voc07")
 
 
 def test_ap_table():

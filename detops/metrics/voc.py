@@ -1,7 +1,7 @@
 """Pascal VOC mean average precision (mAP), vectorised, with the overlaps from :func:`detops.box_iou_aligned`.
 
 The definition is the VOC devkit's and the SSD tutorial's ``calculate_mAP`` (spelled out step by step in
-:mod:`detops.reference.voc_map`, which this module is tested against): per class, detections sorted by
+:mod:`detops.reference.metrics`, which this module is tested against): per class, detections sorted by
 score (stable on ties); each takes the same-class ground-truth box of its image with the highest IoU; a
 match needs IoU strictly above ``iou_threshold``; a match with a difficult box is ignored; a second match
 with a claimed box is a false positive. AP is the VOC2007 11-point value (``method="voc07"``, what the
@@ -9,9 +9,10 @@ tutorial reports) or the all-point area under the interpolated precision curve (
 
 Conventions:
     - The 11 recall thresholds are the exact fractions k/10 (integer comparison ``10 * TP >= k * n_pos``).
-    - A class with no non-difficult ground-truth box has no AP (recall is undefined): its entry is NaN and
-      it is left out of the mean, so the mAP is over the classes present. The mAP is NaN when no class has
-      a box.
+    - A class with no non-difficult ground-truth box (all its boxes difficult, or none at all) gets AP 0 and
+      counts in the mean, as the devkit and the tutorial count it (``empty_classes="zero"``, the default), so
+      the mAP is over all classes ``1 .. n_classes - 1``. With ``empty_classes="nan"`` such a class has no AP
+      (NaN, recall being undefined) and is left out of the mean; the mAP is then NaN when no class has a box.
     - Detections labelled 0 (background; the tutorial's ``detect_objects`` returns one such placeholder for an
       image with no detection) are ignored. Labels must otherwise be in ``1 .. n_classes - 1``.
     - Boxes may be fractional or absolute (IoU does not care) as long as detections and ground truth agree.
@@ -27,8 +28,10 @@ import torch
 from torch import Tensor
 
 import detops
+from detops.metrics import _state
 
 METHODS = ("voc07", "area")
+EMPTY_CLASSES = ("zero", "nan")
 
 
 def _check_lists(det_boxes, det_labels, det_scores, true_boxes, true_labels, true_difficulties) -> int:
@@ -148,6 +151,7 @@ def voc_map(
     n_classes: int,
     method: str = "voc07",
     iou_threshold: float = 0.5,
+    empty_classes: str = "zero",
 ) -> tuple[float, dict[int, float]]:
     """Pascal VOC mean average precision, as the tutorial's ``calculate_mAP`` (one list entry per image).
 
@@ -163,14 +167,18 @@ def voc_map(
         n_classes (int): number of classes *including* background (21 for VOC).
         method (str): ``"voc07"`` (11-point interpolation, the tutorial's number) or ``"area"`` (all-point).
         iou_threshold (float): a detection matches when its IoU is strictly greater than this.
+        empty_classes (str): ``"zero"`` (the devkit's rule): a class without a non-difficult box gets AP 0 and
+            counts in the mean; ``"nan"``: it gets NaN and is left out of the mean.
 
     Returns:
-        (float, dict[int, float]): the mAP over the classes that have a non-difficult box, and the AP of
-        every class ``1 .. n_classes - 1`` (NaN for the classes without one). Tensors may be on any device;
-        the work is done on the CPU in float64. Empty lists give ``(nan, {c: nan})``.
+        (float, dict[int, float]): the mAP and the AP of every class ``1 .. n_classes - 1``. Tensors may be
+        on any device; the work is done on the CPU in float64. Empty lists give ``(0.0, {c: 0.0})``
+        (``(nan, {c: nan})`` with ``empty_classes="nan"``).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if empty_classes not in EMPTY_CLASSES:
+        raise ValueError(f"empty_classes must be one of {EMPTY_CLASSES}, got {empty_classes!r}")
     if n_classes < 2:
         raise ValueError(f"n_classes counts the background and must be at least 2, got {n_classes}")
     _check_lists(det_boxes, det_labels, det_scores, true_boxes, true_labels, true_difficulties)
@@ -206,62 +214,131 @@ def voc_map(
     rank = torch.arange(gt.numel(), dtype=torch.int64)
     first = torch.full((t_labels.numel(),), gt.numel(), dtype=torch.int64)
     first.scatter_reduce_(0, gt[hit], rank[hit], reduce="amin")
-    is_tp = hit & (first[gt.clamp(min=0)] == rank)
+    if t_labels.numel():
+        is_tp = hit & (first[gt.clamp(min=0)] == rank)
+    else:  # no ground truth anywhere: every detection is a false positive
+        is_tp = torch.zeros_like(hit)
     bounds = torch.searchsorted(labels, torch.arange(n_classes + 1, dtype=torch.int64)).tolist()
 
     positives = torch.bincount(t_labels[~t_difficult], minlength=n_classes).tolist()
     aps: dict[int, float] = {}
     for c in range(1, n_classes):
         if positives[c] == 0:
-            aps[c] = math.nan
+            aps[c] = 0.0 if empty_classes == "zero" else math.nan
             continue
         aps[c] = _average_precision(is_tp[bounds[c]:bounds[c + 1]], positives[c], method)
     valid = [ap for ap in aps.values() if not math.isnan(ap)]
     return (sum(valid) / len(valid) if valid else math.nan), aps
 
 
-class MeanAveragePrecision:
-    """Accumulates detections and ground truth batch by batch; :meth:`compute` gives :func:`voc_map`.
+class VOCMeanAveragePrecision:
+    """Pascal VOC mAP over batches of torchvision-style dicts: ``update(preds, target)``, ``compute()``,
+    ``reset()``, as :class:`detops.metrics.MeanAveragePrecision` (the COCO metric) takes them.
 
     Args:
-        n_classes (int): number of classes including background.
-        iou_threshold (float): match threshold (strictly greater).
+        num_classes (int): number of classes *including* background (21 for VOC); labels are
+            ``1 .. num_classes - 1``, detections labelled 0 are ignored.
+        method (str): ``"voc07"`` (11-point, the tutorial's number) or ``"area"`` (all-point, VOC2010+).
+        iou_threshold (float): a detection matches when its IoU is strictly greater than this.
+        empty_classes (str): ``"zero"`` (devkit) or ``"nan"``, see :func:`voc_map`.
 
-    Tensors are detached and moved to the CPU on :meth:`update`, so a GPU evaluation loop holds no device
-    memory here.
+    ``preds``: one dict per image with ``boxes`` (Tensor[K, 4], xyxy, fractional or absolute as the ground
+    truth), ``scores`` (Tensor[K]) and ``labels`` (Tensor[K] int). ``target``: ``boxes`` (Tensor[G, 4]),
+    ``labels`` (Tensor[G] int) and optionally ``difficult`` (Tensor[G], 1 or True for difficult boxes;
+    none difficult when absent). Batches stay on their device until :meth:`compute`; under
+    ``torch.distributed`` every rank's images are gathered once there (ranks in order), so each rank gets
+    the mAP over all images.
+
+    :meth:`compute` returns ``{"map": Tensor[], "map_per_class": Tensor[num_classes - 1], "classes":
+    Tensor[num_classes - 1]}`` (float64, int64; NaN entries only with ``empty_classes="nan"``).
     """
 
-    def __init__(self, n_classes: int, iou_threshold: float = 0.5) -> None:
-        self.n_classes = n_classes
+    def __init__(self, num_classes: int, method: str = "voc07", iou_threshold: float = 0.5,
+                 empty_classes: str = "zero") -> None:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if empty_classes not in EMPTY_CLASSES:
+            raise ValueError(f"empty_classes must be one of {EMPTY_CLASSES}, got {empty_classes!r}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes counts the background and must be at least 2, got {num_classes}")
+        self.num_classes = num_classes
+        self.method = method
         self.iou_threshold = iou_threshold
+        self.empty_classes = empty_classes
         self.reset()
 
     def reset(self) -> None:
         """Forget everything accumulated."""
-        self._lists: tuple[list[Tensor], ...] = ([], [], [], [], [], [])
+        self._chunks: list[tuple[Tensor, ...]] = []
+        self._n_images = 0
 
     def __len__(self) -> int:
-        """Number of images accumulated."""
-        return len(self._lists[0])
+        """Number of images accumulated on this rank."""
+        return self._n_images
 
-    def update(
-        self,
-        det_boxes: Sequence[Tensor],
-        det_labels: Sequence[Tensor],
-        det_scores: Sequence[Tensor],
-        true_boxes: Sequence[Tensor],
-        true_labels: Sequence[Tensor],
-        true_difficulties: Sequence[Tensor],
-    ) -> None:
-        """Add one batch: lists with one entry per image, as :func:`voc_map` takes."""
-        args = (det_boxes, det_labels, det_scores, true_boxes, true_labels, true_difficulties)
-        _check_lists(*args)
-        for store, values in zip(self._lists, args):
-            store.extend(v.detach().cpu() for v in values)
+    def update(self, preds: Sequence[dict], target: Sequence[dict]) -> None:
+        """Add one batch (lists with one dict per image); raises naming the image on bad input."""
+        dt, gt = _state.check_batch(preds, target, self._n_images, ("difficult",))
+        device = (dt["boxes"] + gt["boxes"])[0].device if dt["boxes"] else torch.device("cpu")
+        difficult = [torch.zeros(b.shape[0], dtype=torch.uint8) if d is None else d
+                     for b, d in zip(gt["boxes"], gt["difficult"])]
+        chunk = (
+            _state.flat(dt["boxes"], torch.float64, device, 4),
+            _state.flat(dt["scores"], torch.float64, device),
+            _state.flat(dt["labels"], torch.int64, device),
+            _state.counts(dt["boxes"], device),
+            _state.flat(gt["boxes"], torch.float64, device, 4),
+            _state.flat(gt["labels"], torch.int64, device),
+            _state.flat(difficult, torch.uint8, device),
+            _state.counts(gt["boxes"], device),
+        )
+        _check_values(chunk, self.num_classes, self._n_images)
+        self._chunks.append(chunk)
+        self._n_images += len(preds)
 
-    def compute(self, method: str = "voc07") -> tuple[float, dict[int, float]]:
-        """``(mAP, {class: AP})`` over everything accumulated (see :func:`voc_map`)."""
-        return voc_map(*self._lists, n_classes=self.n_classes, method=method, iou_threshold=self.iou_threshold)
+    def _all(self) -> tuple[Tensor, ...]:
+        if self._chunks:
+            device = self._chunks[0][0].device
+            merged = [torch.cat([c[j].to(device) for c in self._chunks]) for j in range(8)]
+        else:
+            d, f, i, u = torch.float64, torch.float64, torch.int64, torch.uint8
+            merged = [torch.empty(s, dtype=t) for s, t in
+                      [((0, 4), d), ((0,), f), ((0,), i), ((0,), i), ((0, 4), d), ((0,), i), ((0,), u), ((0,), i)]]
+        if _state.distributed():
+            merged = _state.gather(merged)
+        return tuple(merged)
+
+    def compute(self) -> dict[str, Tensor]:
+        """``{"map", "map_per_class", "classes"}`` over everything accumulated (all ranks)."""
+        db, ds, dl, dc, gb, gl, gd, gc = (t.cpu() for t in self._all())
+        dc, gc = dc.tolist(), gc.tolist()
+        m, aps = voc_map(db.split(dc), dl.split(dc), ds.split(dc), gb.split(gc), gl.split(gc), gd.split(gc),
+                         n_classes=self.num_classes, method=self.method, iou_threshold=self.iou_threshold,
+                         empty_classes=self.empty_classes)
+        classes = list(range(1, self.num_classes))
+        return {
+            "map": torch.tensor(m, dtype=torch.float64),
+            "map_per_class": torch.tensor([aps[c] for c in classes], dtype=torch.float64),
+            "classes": torch.tensor(classes, dtype=torch.int64),
+        }
+
+
+def _check_values(chunk: tuple[Tensor, ...], num_classes: int, offset: int) -> None:
+    db, ds, dl, dc, gb, gl, _, gc = chunk
+    d_image = _state.image_index(dc) + offset
+    g_image = _state.image_index(gc) + offset
+    checks = [
+        (~torch.isfinite(ds), d_image, "preds['scores'] must be finite (no NaN or inf)"),
+        (~torch.isfinite(db).all(1), d_image, "preds['boxes'] must be finite"),
+        ((dl < 0) | (dl >= num_classes), d_image, f"preds['labels'] must be in 0 .. {num_classes - 1}"),
+        (~torch.isfinite(gb).all(1), g_image, "target['boxes'] must be finite"),
+        ((gl < 1) | (gl >= num_classes), g_image,
+         f"target['labels'] must be in 1 .. {num_classes - 1} (num_classes={num_classes} counts background)"),
+    ]
+    for bad, image_of_row, message in checks:
+        image = _state.first_bad_image(bad, image_of_row)
+        if image is not None:
+            raise ValueError(f"image {image}: {message}")
 
 
 def format_ap_table(
