@@ -292,3 +292,42 @@ def format_ap_table(
         means.append(f"{(sum(vals) / len(vals) if vals else math.nan):>{max(len(t), 6)}.4f}")
     lines.append("  ".join([f"{'mAP':<{width}}"] + means))
     return "\n".join(lines)
+
+
+class VOC07Metric:
+    """VOC mAP with the interface of torchmetrics' detection metrics: :meth:`update` with per-image dicts,
+    :meth:`compute` returning a dict, :meth:`reset`.
+
+    Args:
+        n_classes (int): number of classes including background.
+        iou_threshold (float): match threshold (strictly greater).
+
+    ``update(preds, target)``: ``preds`` a list (one per image) of dicts with ``boxes`` (Tensor[k, 4] xyxy),
+    ``scores`` (Tensor[k]) and ``labels`` (Tensor[k] int); ``target`` a list of dicts with ``boxes``,
+    ``labels`` and optionally ``difficult`` (Tensor[g] bool/uint8; absent: no box is difficult).
+
+    ``compute()`` returns ``map`` (the headline value: VOC2007 11-point mAP), ``map_voc07``, ``map_area``
+    (all-point), ``ap_voc07`` and ``ap_area`` (``{label: AP}``, NaN for classes without a box).
+    """
+
+    def __init__(self, n_classes: int, iou_threshold: float = 0.5) -> None:
+        self._acc = MeanAveragePrecision(n_classes, iou_threshold)
+
+    def reset(self) -> None:
+        """Forget everything accumulated."""
+        self._acc.reset()
+
+    def update(self, preds: Sequence[dict], target: Sequence[dict]) -> None:
+        """Add a batch of images (see the class docstring)."""
+        if len(preds) != len(target):
+            raise ValueError(f"preds and target must have one entry per image, got {len(preds)} and {len(target)}")
+        difficult = [t.get("difficult", torch.zeros(len(t["labels"]), dtype=torch.bool)) for t in target]
+        self._acc.update([p["boxes"] for p in preds], [p["labels"] for p in preds], [p["scores"] for p in preds],
+                         [t["boxes"] for t in target], [t["labels"] for t in target], difficult)
+
+    def compute(self) -> dict:
+        """The mAPs and per-class APs of everything accumulated (see the class docstring)."""
+        m07, ap07 = self._acc.compute("voc07")
+        marea, aparea = self._acc.compute("area")
+        return {"map": float(m07), "map_voc07": float(m07), "map_area": float(marea), "ap_voc07": dict(ap07),
+                "ap_area": dict(aparea)}
