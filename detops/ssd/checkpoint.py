@@ -95,7 +95,11 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # a truncated zip, a pickle of arbitrary objects, ...
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+        if "Weights only load failed" in str(exc):
+            why = "it holds Python objects, not only tensors and plain values, so it was not written by detops"
+        else:
+            why = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        raise CheckpointError(f"{path}: not a readable checkpoint ({why})") from exc
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not a detops checkpoint (no 'model' entry)")
     return state
