@@ -1,74 +1,65 @@
-"""The ``detops`` command line. Each subcommand is a function taking parsed arguments; add new ones to
-``_build_parser``. ``detops info`` is the first thing to paste into a bug report."""
+"""The ``detops`` command line.
+
+Each subcommand is a module with ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status), listed
+once in :data:`COMMANDS`. ``main`` returns the status: 0 on success; a :class:`~detops.errors.UserError`
+(a missing path, an option that does not fit, no GPU) prints one line and gives 2, as argparse does for a bad
+option.
+"""
 
 import argparse
-import platform
+import importlib
 import sys
 
+from detops.errors import UserError
 
-def cmd_info(args):
-    import torch
-
-    import detops
-    from detops import _extension
-
-    try:
-        from detops import _build_info as b
-    except ImportError:
-        b = None
-    print(f"detops        {detops.__version__}")
-    print(f"python        {platform.python_version()} ({sys.platform})")
-    print(f"torch         {torch.__version__} (CUDA {torch.version.cuda or 'none'})")
-    try:
-        import torchvision
-
-        print(f"torchvision   {torchvision.__version__}")
-    except ImportError:
-        print("torchvision   not installed")
-    if b is not None:
-        print(f"built against torch {b.TORCH_VERSION_FULL}")
-        print(f"compiled      CPU kernels; CUDA kernels: {'yes, archs ' + b.CUDA_ARCH_LIST if b.WITH_CUDA else 'no'}")
-        if b.NVCC_VERSION:
-            print(f"nvcc          {b.NVCC_VERSION}")
-    print(f"CUDA kernels  {'compiled' if _extension.cuda_kernels_compiled() else 'not compiled'}")
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            p = torch.cuda.get_device_properties(i)
-            print(f"GPU {i}         {p.name} (sm_{p.major}{p.minor}, {p.total_memory / 2**30:.0f} GiB)")
-    else:
-        print("GPU           none visible")
-    print(f"CPU threads   {torch.get_num_threads()}")
+COMMANDS = [
+    ("info", "detops.info", "versions, what was compiled, visible GPUs (paste this into bug reports)"),
+    ("data", "detops.ssd.commands.data", "make a dataset: detops data synthetic OUT (VOC layout)"),
+    ("train", "detops.ssd.commands.train",
+     "train an SSD on a VOC-format dataset (torchrun --nproc_per_node N -m detops train ...)"),
+    ("eval", "detops.ssd.commands.evaluate", "mAP (VOC07 11-point and all-point) and per-class AP of a checkpoint"),
+    ("detect", "detops.ssd.commands.detect", "detect objects in one image and save it with the boxes drawn"),
+    ("export", "detops.ssd.commands.export", "torch.export a checkpoint's detector (forward + detection) to .pt2"),
+    ("demo", "detops.ssd.commands.demo", "synthetic data -> train a small SSD on the CPU -> evaluate -> draw"),
+]
+"""(name, module, help) of every subcommand; the module has ``add_arguments(parser)`` and ``run(args) -> int``."""
 
 
-def _build_parser():
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, but not for flags and options without one."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="detops", description="Fast detection ops and an SSD300 built on them.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("info", help="versions, what was compiled, visible GPUs (paste this into bug reports)")
-    p.set_defaults(func=cmd_info)
-    _add_ssd_commands(sub)
-    from detops.bench import cli as bench_cli
-
-    p = sub.add_parser("bench", help="time detops' ops against torchvision and the tutorial's code (detops/bench)")
-    bench_cli.add_arguments(p)
-    p.set_defaults(func=bench_cli.run)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name, help_ in COMMANDS:
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_, description=help_, formatter_class=_Formatter)
+        module.add_arguments(p)
+        p.set_defaults(run=module.run)
     return parser
 
 
-def _add_ssd_commands(sub):
-    """``detops train | eval | detect | demo``: the SSD (detops/ssd/train.py, evaluate.py, detect.py, demo.py)."""
-    from detops.ssd import demo, detect, evaluate, train
-
-    for name, module, help_ in (
-        ("train", train, "train an SSD on a VOC-format dataset (torchrun --nproc_per_node N -m detops train ...)"),
-        ("eval", evaluate, "VOC mAP (VOC07 11-point and all-point) and per-class AP of a checkpoint"),
-        ("detect", detect, "detect objects in one image and save it with the boxes drawn"),
-        ("demo", demo, "synthetic data -> train a small SSD on the CPU -> evaluate -> draw (a few minutes)"),
-    ):
-        p = sub.add_parser(name, help=help_)
-        module.add_arguments(p)
-        p.set_defaults(func=module.run)
-
-
-def main(argv=None):
-    args = _build_parser().parse_args(argv)
-    return args.func(args)
+def main(argv=None) -> int:
+    """Runs ``detops ARGV`` (default ``sys.argv[1:]``); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad option (2, after argparse's message)
+        return exc.code if isinstance(exc.code, int) else 2
+    args.argv = argv
+    try:
+        status = args.run(args)
+    except UserError as exc:
+        print(f"detops {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"detops {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(status or 0)

@@ -1,4 +1,5 @@
-"""SSD training: loss goes down, checkpoint resume is exact, DDP with 2 gloo processes, the CLI end to end."""
+"""SSD training: loss goes down, the schedule, checkpoint resume is exact, DDP with 2 gloo processes, validation,
+the learning-rate finder. The command line is tested in test_cli.py."""
 
 import os
 import socket
@@ -10,12 +11,13 @@ import torch
 import torch.multiprocessing as mp
 from PIL import Image
 
-from detops import cli
+from detops.ssd.cached import CachedDataset
+from detops.ssd.checkpoint import build_model, save_atomic
 from detops.ssd.synthetic import generate_voc_dataset
+from detops.ssd.loggers import CSVLogger, TrainerCallback
+from detops.ssd.trainer import TrainConfig, Trainer
 from detops.ssd.transforms import ssd_transforms
 from detops.ssd.voc import VOCDataset
-from detops.ssd.demo import CachedDataset
-from detops.ssd.train import TrainConfig, Trainer, build_model, load_model, save_atomic
 
 CLASSES = ["circle", "square", "triangle", "cross"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,8 +40,8 @@ def cached(data):
 
 
 def _cfg(**kw):
-    base = dict(epochs=2, batch_size=8, optimizer="adam", lr=2e-3, warmup_steps=2, schedule="cosine", progress=False,
-                log_every=1, image_every=0, checkpoint_every=1, seed=0)
+    base = dict(epochs=2, batch_size=8, optimizer="adamw", lr=2e-3, warmup_steps=2, schedule="cosine",
+                checkpoint_every=1, seed=0)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -58,7 +60,7 @@ def test_tiny_training_loss_goes_down(cached):
 
 
 def test_paper_sgd_groups_and_schedule(cached):
-    cfg = TrainConfig(epochs=3, batch_size=8, warmup_steps=2, lr_milestones=(0.5,), progress=False, image_every=0)
+    cfg = TrainConfig(epochs=4, batch_size=8, warmup_steps=2, lr_milestones=(0.5,))
     trainer = Trainer(_model(), cached, cfg, device="cpu")
     opt = trainer.optimizer
     assert isinstance(opt, torch.optim.SGD)
@@ -70,19 +72,37 @@ def test_paper_sgd_groups_and_schedule(cached):
         lrs.append(opt.param_groups[1]["lr"])
         trainer.scheduler.step()
     assert lrs[0] == pytest.approx(5e-4) and lrs[1] == pytest.approx(1e-3)  # warm-up
-    assert lrs[2] == pytest.approx(1e-3) and lrs[3] == pytest.approx(1e-4)  # x0.1 at half of the 6 steps
+    assert lrs[3] == pytest.approx(1e-3) and lrs[4] == pytest.approx(1e-4)  # x0.1 at half of the 8 steps
+
+
+def test_short_runs_reach_the_requested_lr(cached):
+    # 2 steps per epoch x 7 epochs = 14 steps with the default 100 warm-up steps: capped at a quarter (3).
+    trainer = Trainer(_model(), cached, TrainConfig(epochs=7, batch_size=8), device="cpu")
+    assert trainer.warmup_steps == 3
+    lrs = []
+    for _ in range(trainer.total_steps):
+        lrs.append(trainer.optimizer.param_groups[1]["lr"])
+        trainer.scheduler.step()
+    assert max(lrs) == pytest.approx(1e-3)
+
+
+def test_optimizer_names_build_what_they_say(cached):
+    for name, cls in (("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)):
+        assert type(Trainer(_model(), cached, _cfg(optimizer=name), device="cpu").optimizer) is cls
 
 
 def test_checkpoint_resume_is_exact(cached, tmp_path):
-    ckpt = str(tmp_path / "run.pt")
+    ckpt = str(tmp_path / "last.pt")
     after_one = str(tmp_path / "after_one.pt")
 
-    def keep_first(trainer, loss):
-        if trainer.epoch == 1:
-            trainer.save_checkpoint(after_one)
+    class KeepFirst(TrainerCallback):
+        def on_epoch_end(self, trainer, stats):
+            if trainer.epoch == 1:
+                trainer.save_checkpoint(after_one)
 
-    straight = Trainer(_model(), cached, _cfg(epochs=3), device="cpu", checkpoint_path=ckpt)
-    straight.fit(callback=keep_first)
+    straight = Trainer(_model(), cached, _cfg(epochs=3), device="cpu", checkpoint_dir=str(tmp_path),
+                       callbacks=[KeepFirst()])
+    straight.fit()
 
     resumed = Trainer(_model(seed=123), cached, _cfg(epochs=3), device="cpu")  # different init on purpose
     resumed.load_checkpoint(after_one)
@@ -96,8 +116,8 @@ def test_checkpoint_resume_is_exact(cached, tmp_path):
     for k in sa:
         assert torch.equal(sa[k]["exp_avg"], sb[k]["exp_avg"])
     assert straight.scheduler.state_dict()["last_epoch"] == resumed.scheduler.state_dict()["last_epoch"]
-    # the file written at the end holds the final state
-    assert torch.load(ckpt, weights_only=False)["step"] == 6
+    # the file written at the end holds the final state, and loads with torch.load's default weights_only=True
+    assert torch.load(ckpt)["step"] == 6
 
 
 def test_save_atomic_leaves_no_temporary(tmp_path):
@@ -123,7 +143,7 @@ def _ddp_worker(rank, world, port, data, out):
     torch.set_num_threads(1)
     dataset = VOCDataset(data, "train", transforms=ssd_transforms(False, size=160), classes=CLASSES)
     trainer = Trainer(_model(seed=rank), dataset, _cfg(epochs=1, batch_size=4), device="cpu",
-                      checkpoint_path=os.path.join(out, "ddp.pt"))
+                      checkpoint_dir=out)
     assert trainer.distributed and trainer.steps_per_epoch == 2  # 16 images / 2 ranks / batch 4
     trainer.fit()
     torch.save({k: v for k, v in trainer.model.named_parameters()}, os.path.join(out, f"rank{rank}.pt"))
@@ -137,51 +157,42 @@ def test_ddp_two_gloo_processes(data, tmp_path):
     for k in p0:
         assert torch.equal(p0[k], p1[k]), k  # DDP broadcast rank 0's init and averaged the gradients
     assert any(not torch.equal(p0[k], init[k]) for k in p0)
-    assert torch.load(tmp_path / "ddp.pt", weights_only=False)["step"] == 2
+    assert torch.load(tmp_path / "last.pt")["step"] == 2
 
 
-# ----------------------------------------------------------------------------------------------- CLI
+# ---------------------------------------------------------------------------------- validation, find_lr
 
 
-def test_cli_train_eval_detect(data, tmp_path, capsys):
-    ckpt = str(tmp_path / "ckpt.pt")
-    cli.main(["train", "--data", data, "--split", "train", "--classes", ",".join(CLASSES), "--backbone", "tiny",
-              "--width", "8", "--epochs", "1", "--batch-size", "8", "--optimizer", "adam", "--lr", "1e-3",
-              "--augment", "flip", "--workers", "0", "--checkpoint", ckpt, "--log-dir", str(tmp_path / "tb"),
-              "--no-progress"])
-    assert os.path.exists(ckpt)
-    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tb"))
-    model, names = load_model(ckpt)
-    assert names == CLASSES and model.n_classes == 5
+def test_validation_best_and_csv(cached, data, tmp_path):
+    val = VOCDataset(data, "test", transforms=ssd_transforms(False, size=160), keep_difficult=True, classes=CLASSES)
+    seen = []
 
-    cli.main(["eval", "--checkpoint", ckpt, "--data", data, "--split", "test"])
-    out = capsys.readouterr().out
-    assert "mAP" in out and "images/s" in out and "circle" in out
+    class Record(TrainerCallback):
+        def on_validation(self, trainer, result):
+            seen.append(result)
 
-    image = os.path.join(data, "JPEGImages", sorted(os.listdir(os.path.join(data, "JPEGImages")))[-1])
-    png = str(tmp_path / "det.png")
-    cli.main(["detect", image, "--checkpoint", ckpt, "--out", png, "--min-score", "0.0"])
-    with Image.open(png) as im:
-        assert im.format == "PNG" and im.size == Image.open(image).size
-
-
-def test_python_dash_m_detops_detect(data, tmp_path):
-    ckpt = str(tmp_path / "ckpt.pt")
-    model = _model()
-    torch.save({"model": model.state_dict(), "model_args": model.init_args, "class_names": CLASSES}, ckpt)
-    image = os.path.join(data, "JPEGImages", sorted(os.listdir(os.path.join(data, "JPEGImages")))[0])
-    png = str(tmp_path / "out.png")
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-m", "detops", "detect", image, "--checkpoint", ckpt, "--out", png],
-                       capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert "detection(s)" in r.stdout and os.path.getsize(png) > 0
+    csv_path = str(tmp_path / "metrics.csv")
+    trainer = Trainer(_model(), cached, _cfg(epochs=2, val_every=1), device="cpu", checkpoint_dir=str(tmp_path),
+                      val_set=val, callbacks=[Record(), CSVLogger(csv_path)])
+    trainer.fit()
+    trainer.close()
+    assert [r["epoch"] for r in seen] == [1, 2]
+    assert all("val_loss" in r and "map" in r and "ap_voc07" in r for r in seen)
+    assert os.path.exists(tmp_path / "best.pt") and os.path.exists(tmp_path / "last.pt")
+    best = torch.load(tmp_path / "best.pt")
+    assert best["best"] == max(r["map"] for r in seen) or all(r["map"] != r["map"] for r in seen)
+    rows = open(csv_path).read().splitlines()
+    assert rows[0].startswith("epoch,step,loss,lr") and len(rows) == 3
 
 
-def test_demo_pipeline_runs(tmp_path, capsys):
-    cli.main(["demo", "--out", str(tmp_path / "demo"), "--train-images", "16", "--test-images", "4", "--epochs", "1",
-              "--batch-size", "8", "--width", "8", "--n-draw", "2", "--no-progress"])
-    out = capsys.readouterr().out
-    assert "mAP (VOC07 11-point)" in out
-    for f in ("loss_curve.png", "checkpoint.pt", "results.json", "detections/test_00.png"):
-        assert os.path.exists(tmp_path / "demo" / f), f
+def test_find_lr_sweeps_and_restores(cached):
+    trainer = Trainer(_model(), cached, _cfg(), device="cpu")
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    rng = torch.get_rng_state()
+    found = trainer.find_lr(start_lr=1e-5, end_lr=1.0, steps=12)
+    assert 3 <= len(found["lrs"]) <= 12 and found["lrs"] == sorted(found["lrs"])
+    assert found["suggestion"] in found["lrs"]
+    assert trainer.step == 0 and trainer.history == []
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert torch.equal(torch.get_rng_state(), rng)

@@ -369,3 +369,43 @@ def format_ap_table(
         means.append(f"{(sum(vals) / len(vals) if vals else math.nan):>{max(len(t), 6)}.4f}")
     lines.append("  ".join([f"{'mAP':<{width}}"] + means))
     return "\n".join(lines)
+
+
+class VOC07Metric:
+    """VOC mAP by both counts at once, for the SSD's evaluation: the VOC2007 11-point value and the
+    all-point area, with per-class APs as dicts.
+
+    Args:
+        n_classes (int): number of classes including background.
+        iou_threshold (float): match threshold (strictly greater).
+
+    ``update(preds, target)`` takes what :class:`VOCMeanAveragePrecision` takes. ``compute()`` returns
+    ``map`` (the headline value: VOC2007 11-point mAP), ``map_voc07``, ``map_area`` (all-point), ``ap_voc07``
+    and ``ap_area`` (``{label: AP}``).
+    """
+
+    def __init__(self, n_classes: int, iou_threshold: float = 0.5) -> None:
+        self._metrics = {
+            method: VOCMeanAveragePrecision(n_classes, method=method, iou_threshold=iou_threshold)
+            for method in ("voc07", "area")
+        }
+
+    def reset(self) -> None:
+        """Forget everything accumulated."""
+        for m in self._metrics.values():
+            m.reset()
+
+    def update(self, preds: Sequence[dict], target: Sequence[dict]) -> None:
+        """Add a batch of images (see the class docstring)."""
+        for m in self._metrics.values():
+            m.update(preds, target)
+
+    def compute(self) -> dict:
+        """The mAPs and per-class APs of everything accumulated (see the class docstring)."""
+        out = {}
+        for method, m in self._metrics.items():
+            r = m.compute()
+            out[f"map_{method}"] = float(r["map"])
+            out[f"ap_{method}"] = {int(c): float(v) for c, v in zip(r["classes"], r["map_per_class"])}
+        out["map"] = out["map_voc07"]
+        return out

@@ -1,4 +1,4 @@
-"""SSD: Single Shot MultiBox Detector (Liu et al., 2016), as the SSD tutorial (seed 002) builds it.
+"""SSD: Single Shot MultiBox Detector (Liu et al., 2016), built as the well-known PyTorch SSD tutorial builds it.
 
 ``SSD300(n_classes)`` is the paper's network: a VGG16 base whose fc6/fc7 become dilated convolutions
 conv6/conv7, an L2-normalised conv4_3 with a learned per-channel scale, auxiliary convolutions down to 1x1,
@@ -19,22 +19,9 @@ from torch import Tensor, nn
 import detops
 from detops.coding import SSD_WEIGHTS
 from detops.nms import multiclass_nms
-from detops.ssd.priors import prior_boxes, ssd300_prior_boxes
+from detops.ssd.priors import PRESETS, preset_prior_boxes
 
 BACKBONES = ("vgg16", "resnet18", "resnet34", "resnet50", "tiny")
-
-# The paper's SSD300 prior configuration: feature map sizes, scales, aspect ratios per map.
-SSD300_PRIORS = {
-    "fmap_dims": (38, 19, 10, 5, 3, 1),
-    "obj_scales": (0.1, 0.2, 0.375, 0.55, 0.725, 0.9),
-    "aspect_ratios": ((1.0, 2.0, 0.5),) + ((1.0, 2.0, 3.0, 0.5, 1 / 3),) * 3 + ((1.0, 2.0, 0.5),) * 2,
-}
-# The tiny configuration at 160x160: five maps (20, 10, 5, 3, 1) and 2390 priors.
-TINY_PRIORS = {
-    "fmap_dims": (20, 10, 5, 3, 1),
-    "obj_scales": (0.1, 0.25, 0.45, 0.65, 0.85),
-    "aspect_ratios": ((1.0, 2.0, 0.5),) + ((1.0, 2.0, 3.0, 0.5, 1 / 3),) * 2 + ((1.0, 2.0, 0.5),) * 2,
-}
 
 
 class L2Norm(nn.Module):
@@ -216,6 +203,11 @@ class SSD300(nn.Module):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+        if int(n_classes) < 2:
+            raise ValueError(f"n_classes counts the background and must be at least 2, got {n_classes}")
+        # What rebuilds this architecture (checkpoints store it); the backbone weights file is not part of it,
+        # the checkpoint's state dict holds the weights.
+        self.init_args = {"n_classes": int(n_classes), "backbone": backbone, "width": int(width)}
         self.n_classes = n_classes
         self.backbone = backbone
         if backbone == "vgg16":
@@ -223,23 +215,23 @@ class SSD300(nn.Module):
             self.l2_norm = L2Norm(512)
             self.aux_convs = AuxiliaryConvolutions(1024, [(256, 512, 2, 1), (128, 256, 2, 1), (128, 256, 1, 0),
                                                           (128, 256, 1, 0)])
-            self.prior_config, self.input_size = SSD300_PRIORS, 300
+            self.preset, self.input_size = "ssd300", 300
         elif backbone.startswith("resnet"):
             self.base = ResNetBase(backbone)
             self.l2_norm = nn.Identity()
             self.aux_convs = AuxiliaryConvolutions(self.base.out_channels[-1],
                                                    [(256, 512, 2, 1), (128, 256, 1, 0), (128, 256, 1, 0)],
                                                    batch_norm=True)
-            self.prior_config, self.input_size = SSD300_PRIORS, 300
+            self.preset, self.input_size = "ssd300", 300
         else:
             self.base = TinyBase(width)
             self.l2_norm = nn.Identity()
             c = self.base.out_channels[-1]
             self.aux_convs = AuxiliaryConvolutions(c, [(c // 2, c, 2, 1), (c // 2, c, 1, 0), (c // 2, c, 1, 0)],
                                                    batch_norm=True)
-            self.prior_config, self.input_size = TINY_PRIORS, 160
+            self.preset, self.input_size = "tiny", 160
         channels = list(self.base.out_channels) + list(self.aux_convs.out_channels)
-        n_boxes = [len(ar) + 1 for ar in self.prior_config["aspect_ratios"]]
+        n_boxes = [len(ar) + 1 for ar in PRESETS[self.preset]["aspect_ratios"]]
         self.pred_convs = PredictionConvolutions(channels, n_boxes, n_classes)
         self.register_buffer("priors_cxcy", self.create_prior_boxes(), persistent=False)
         if backbone_weights is not None and backbone == "vgg16":
@@ -252,18 +244,23 @@ class SSD300(nn.Module):
         return self.priors_cxcy.size(0)
 
     def create_prior_boxes(self) -> Tensor:
-        """The priors, Tensor[P, 4] in center-size fractional coordinates (8732 for SSD300)."""
-        if self.prior_config is SSD300_PRIORS:
-            return ssd300_prior_boxes()
-        cfg = self.prior_config
-        return prior_boxes(cfg["fmap_dims"], cfg["obj_scales"], cfg["aspect_ratios"])
+        """The priors, Tensor[P, 4] in center-size fractional coordinates (8732 for SSD300, 2390 for tiny)."""
+        return preset_prior_boxes(self.preset)
 
     def forward(self, images: Tensor) -> Tuple[Tensor, Tensor]:
         """Args: images (Tensor[B, 3, S, S]), S = ``input_size``, normalised like the training data.
 
         Returns: locs (Tensor[B, P, 4]) offsets against the priors in the SSD encoding (weights 10, 10, 5, 5),
         scores (Tensor[B, P, n_classes]) unnormalised class scores.
+
+        Raises:
+            ValueError: when the images are not ``[B, 3, input_size, input_size]`` (the priors are laid out
+                for that size only).
         """
+        s = self.input_size
+        if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] != s or images.shape[3] != s:
+            raise ValueError(f"the {self.backbone} SSD takes images of shape [B, 3, {s}, {s}], got "
+                             f"{list(images.shape)}; resize them to {s}x{s} (detops.ssd.transforms.ssd_transforms)")
         feats = self.base(images)
         feats[0] = self.l2_norm(feats[0])
         feats = feats + self.aux_convs(feats[-1])

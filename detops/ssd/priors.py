@@ -1,6 +1,9 @@
-"""SSD priors (default boxes), SPEC "SSD300 priors": center-size fractional boxes, feature map by feature map,
-row by row, column by column, then by aspect ratio, with the extra prior of scale sqrt(s_k s_{k+1}) right after
-aspect ratio 1."""
+"""SSD priors (default boxes): center-size fractional boxes, feature map by feature map, row by row, column by
+column, then by aspect ratio, with the extra prior of scale sqrt(s_k s_{k+1}) right after aspect ratio 1.
+
+Each model preset has its prior configuration here, once: :data:`SSD300_CONFIG` (the paper's six maps, 8732
+priors, for the VGG16 and ResNet bases) and :data:`TINY_CONFIG` (five maps, 2390 priors, for the 160x160 tiny
+base). :func:`preset_prior_boxes` builds either."""
 
 import math
 from typing import Optional, Sequence, Union
@@ -8,8 +11,8 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-# The tutorial's SSD300 configuration (seed 002: SSD300.create_prior_boxes), in map order
-# conv4_3, conv7, conv8_2, conv9_2, conv10_2, conv11_2. Note the tutorial's 0.333, not 1/3.
+# SSD300, in map order conv4_3, conv7, conv8_2, conv9_2, conv10_2, conv11_2. The aspect ratio 0.333 (not 1/3)
+# and the clamp to [0, 1] are the well-known tutorial's, so these priors equal its values bit for bit.
 SSD300_FMAP_DIMS = (38, 19, 10, 5, 3, 1)
 SSD300_OBJ_SCALES = (0.1, 0.2, 0.375, 0.55, 0.725, 0.9)
 SSD300_ASPECT_RATIOS = (
@@ -20,7 +23,20 @@ SSD300_ASPECT_RATIOS = (
     (1.0, 2.0, 0.5),
     (1.0, 2.0, 0.5),
 )
-SSD300_CONFIG = dict(fmap_dims=SSD300_FMAP_DIMS, obj_scales=SSD300_OBJ_SCALES, aspect_ratios=SSD300_ASPECT_RATIOS)
+SSD300_CONFIG = dict(fmap_dims=SSD300_FMAP_DIMS, obj_scales=SSD300_OBJ_SCALES, aspect_ratios=SSD300_ASPECT_RATIOS,
+                     clip=True)
+"""The SSD300 preset (300x300 input): keyword arguments of :func:`prior_boxes`."""
+
+TINY_CONFIG = dict(
+    fmap_dims=(20, 10, 5, 3, 1),
+    obj_scales=(0.1, 0.25, 0.45, 0.65, 0.85),
+    aspect_ratios=((1.0, 2.0, 0.5),) + ((1.0, 2.0, 3.0, 0.5, 1 / 3),) * 2 + ((1.0, 2.0, 0.5),) * 2,
+    clip=False,
+)
+"""The tiny preset (160x160 input, maps 20, 10, 5, 3, 1): keyword arguments of :func:`prior_boxes`."""
+
+PRESETS = {"ssd300": SSD300_CONFIG, "tiny": TINY_CONFIG}
+"""Prior configuration of each model preset, by name."""
 
 
 def prior_boxes(
@@ -45,8 +61,8 @@ def prior_boxes(
         aspect_ratios: per map, the aspect ratios (w / h) in order.
         extra_scale_last (float): the extra prior's side on the last map (the tutorial uses 1).
         clip (bool): clamp the center-size values to [0, 1], as the tutorial's ``prior_boxes.clamp_(0, 1)``
-            does (it caps widths and heights above 1; it does not clip boxes to the image). Default False, as
-            SPEC says: "Not clipped". :func:`ssd300_prior_boxes` clips, to equal the tutorial.
+            does (it caps widths and heights above 1; it does not clip boxes to the image). Default False;
+            the SSD300 preset clips, to equal the tutorial.
         device, dtype: of the result.
 
     Returns:
@@ -90,4 +106,11 @@ def prior_boxes(
 def ssd300_prior_boxes(device: Optional[Union[str, torch.device]] = None) -> Tensor:
     """The SSD300 preset: Tensor[8732, 4] center-size, equal in order and value to the tutorial's
     ``SSD300.create_prior_boxes()`` (including its ``clamp_(0, 1)``, which caps 20 widths/heights at 1)."""
-    return prior_boxes(SSD300_FMAP_DIMS, SSD300_OBJ_SCALES, SSD300_ASPECT_RATIOS, clip=True, device=device)
+    return preset_prior_boxes("ssd300", device=device)
+
+
+def preset_prior_boxes(preset: str, device: Optional[Union[str, torch.device]] = None) -> Tensor:
+    """The priors of a model preset (``"ssd300"`` or ``"tiny"``, see :data:`PRESETS`), Tensor[P, 4] center-size."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
+    return prior_boxes(**PRESETS[preset], device=device)

@@ -204,6 +204,25 @@ class SSDTransform:
         return out, frac, labels[keep], difficulties[keep]
 
 
+def hflip_boxes(boxes: Tensor) -> Tensor:
+    """Fractional xyxy boxes ``[n, 4]`` of a horizontally flipped image: ``(1 - x2, y1, 1 - x1, y2)``."""
+    return torch.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], dim=1)
+
+
+class FlipTransform:
+    """A light augmentation for short runs: the evaluation pipeline (resize, normalise), then a horizontal
+    flip with probability 0.5 (drawn from the global torch generator). Same call as :class:`SSDTransform`."""
+
+    def __init__(self, size: int = 300, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+        self._resize = SSDTransform(False, size, mean, std)
+
+    def __call__(self, image: Tensor, boxes: Tensor, labels: Tensor, difficulties: Tensor):
+        x, b, lab, d = self._resize(image, boxes, labels, difficulties)
+        if torch.rand(()) < 0.5:
+            x, b = x.flip(-1), hflip_boxes(b)
+        return x, b, lab, d
+
+
 def ssd_transforms(
     train: bool,
     size: int = 300,

@@ -19,6 +19,7 @@ returns the next loadable item instead (so a DataLoader worker never dies on it)
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 import xml.etree.ElementTree as ET
@@ -124,9 +125,17 @@ def parse_voc_annotation(path: str) -> VOCAnnotation:
             y2 = float(_text(bnd, "ymax", path))
             diff = obj.find("difficult")
             difficult = diff is not None and diff.text is not None and diff.text.strip() not in ("", "0")
+            raw = f"xmin={x1 + 1:g} ymin={y1 + 1:g} xmax={x2:g} ymax={y2:g}"
+            where = f"{path}: object {len(objects)} ({name!r}) has an invalid box {raw}"
+            if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+                raise ValueError(f"{where}: not a finite number")
+            if x2 <= x1 or y2 <= y1:
+                raise ValueError(f"{where}: xmin > xmax or ymin > ymax")
             if width > 0 and height > 0:
                 x1, x2 = min(max(x1, 0.0), width), min(max(x2, 0.0), width)
                 y1, y2 = min(max(y1, 0.0), height), min(max(y2, 0.0), height)
+                if x2 <= x1 or y2 <= y1:
+                    raise ValueError(f"{where}: outside the {width}x{height} image")
             objects.append(VOCObject(name, (x1, y1, x2, y2), difficult))
     except ValueError as exc:
         if str(exc).startswith(path):

@@ -1,0 +1,176 @@
+"""The ``detops`` command line through the installed console script (and ``python -m detops``): exit status 0
+on success, one clear line and status 2 for a user error, the classes read from the data, the dataset
+command, corrupt files named and skipped, Ctrl-C stops with a checkpoint and the command that resumes."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from PIL import Image
+
+from detops import cli
+from detops.ssd.synthetic import DEFAULT_CLASSES
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+DETOPS = shutil.which("detops")
+TINY = ["--backbone", "tiny", "--width", "4", "--batch-size", "8", "--workers", "0", "--augment", "flip",
+        "--no-progress", "--no-tensorboard"]
+
+
+def detops(*args, python_m=False, timeout=240):
+    cmd = [sys.executable, "-m", "detops", *args] if python_m or DETOPS is None else [DETOPS, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+def assert_user_error(r, *words):
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("cli") / "data")
+    r = detops("data", "synthetic", root, "--train-images", "16", "--test-images", "4", "--size", "64")
+    assert r.returncode == 0, r.stderr
+    assert "wrote 20 images" in r.stdout
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(data, tmp_path_factory):
+    """One short training run (classes from the data), shared by the tests that need a checkpoint."""
+    out = str(tmp_path_factory.mktemp("cli") / "run")
+    r = detops("train", "--data", data, "--split", "train", "--val-split", "test", "--epochs", "2", "--out", out,
+               *TINY)
+    assert r.returncode == 0, r.stderr
+    return out, r.stdout
+
+
+def test_data_synthetic_writes_a_voc_layout(data):
+    for sub in ("Annotations", "JPEGImages"):
+        assert len(os.listdir(os.path.join(data, sub))) == 20
+    with open(os.path.join(data, "ImageSets", "Main", "test.txt")) as f:
+        assert len(f.read().split()) == 4
+
+
+def test_train_reads_classes_from_the_data_and_reports_each_epoch(run_dir):
+    out, stdout = run_dir
+    state = torch.load(os.path.join(out, "last.pt"))  # weights_only=True, torch's default
+    assert sorted(state["class_names"]) == sorted(DEFAULT_CLASSES)
+    assert state["model_args"] == {"n_classes": 5, "backbone": "tiny", "width": 4}
+    losses = [h["loss"] for h in state["history"] if "loss" in h]
+    assert losses and all(v > 0 for v in losses)  # it trained on something
+    epoch_lines = [line for line in stdout.splitlines() if line.startswith("epoch ")]
+    assert len(epoch_lines) == 2 and all("loss" in x and "lr" in x and "images/s" in x for x in epoch_lines)
+    assert "warm-up" in stdout and "per process" in stdout and stdout.rstrip().splitlines()[-1].startswith("done")
+    assert os.path.exists(os.path.join(out, "best.pt"))
+    with open(os.path.join(out, "metrics.csv")) as f:
+        assert len(f.read().splitlines()) == 3
+
+
+def test_eval_json_and_detect_formats(run_dir, data, tmp_path):
+    out, _ = run_dir
+    ckpt = os.path.join(out, "last.pt")
+    js = str(tmp_path / "result.json")
+    r = detops("eval", "--checkpoint", ckpt, "--data", data, "--split", "test", "--json", js, python_m=True)
+    assert r.returncode == 0, r.stderr
+    assert "mAP" in r.stdout and "images/s" in r.stdout
+    result = json.load(open(js))
+    assert set(result["ap_voc07"]) == set(DEFAULT_CLASSES) and "map" in result
+
+    image = os.path.join(data, "JPEGImages", "000020.jpg")
+    jpg = str(tmp_path / "det.jpg")
+    r = detops("detect", image, "--checkpoint", ckpt, "--out", jpg, "--min-score", "0.0", "--top-k", "5")
+    assert r.returncode == 0, r.stderr
+    with Image.open(jpg) as im:
+        assert im.format == "JPEG" and im.size == (64, 64)
+    for line in r.stdout.splitlines()[:-1]:  # printed boxes lie in the 64x64 image
+        coords = [float(v) for v in line.split("[")[1].rstrip("]").split(",")]
+        assert all(0 <= v <= 64 for v in coords), line
+    assert_user_error(detops("detect", image, "--checkpoint", ckpt, "--out", str(tmp_path / "nope" / "x.png")),
+                      "does not exist")
+
+
+def _main(capsys, *args):
+    """cli.main in this process (the console script's code path, without a new interpreter's start-up)."""
+    status = cli.main(list(args))
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, status, captured.out, captured.err)
+
+
+def test_user_errors_are_one_line(run_dir, data, tmp_path, capsys):
+    out, _ = run_dir
+    assert_user_error(detops("train", "--data", str(tmp_path / "missing"), *TINY), "no such directory")
+    r = _main(capsys, "train", "--data", data, "--optimizer", "lbfgs")
+    assert r.returncode == 2 and "invalid choice" in r.stderr and "Traceback" not in r.stderr
+    # resuming with other options names them
+    assert_user_error(_main(capsys, "train", "--data", data, "--split", "train", "--resume",
+                            os.path.join(out, "last.pt"), "--out", str(tmp_path / "r"), *TINY[:2], "--width", "8",
+                            *TINY[4:]), "--width")
+    # a checkpoint that is not one
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert_user_error(_main(capsys, "eval", "--checkpoint", str(bad), "--data", data), "not a readable checkpoint")
+    torch.save({"model": torch.nn.Linear(1, 1)}, str(bad))
+    assert_user_error(_main(capsys, "eval", "--checkpoint", str(bad), "--data", data), "not a readable checkpoint")
+    # classes matching nothing in the data
+    assert_user_error(_main(capsys, "train", "--data", data, "--split", "train", "--classes", "dog,cat", *TINY),
+                      "no (non-difficult) object")
+    if not torch.cuda.is_available():
+        assert_user_error(_main(capsys, "train", "--data", data, "--device", "cuda", *TINY), "no CUDA GPU")
+
+
+def test_help_shows_defaults(capsys):
+    r = _main(capsys, "train", "--help")
+    assert r.returncode == 0
+    assert "(default: trainval)" in r.stdout and "per process" in r.stdout
+
+
+def test_bad_annotation_is_named_and_skipped(data, tmp_path):
+    root = str(tmp_path / "data")
+    shutil.copytree(data, root)
+    xml = os.path.join(root, "Annotations", "000003.xml")
+    text = open(xml).read()
+    start = text.index("<xmin>") + len("<xmin>")
+    end = text.index("</xmin>")
+    open(xml, "w").write(text[:start] + "1000" + text[end:])  # xmin > xmax
+    with open(os.path.join(root, "ImageSets", "Main", "empty.txt"), "w"):
+        pass
+    assert_user_error(detops("train", "--data", root, "--split", "train", *TINY), "000003.xml", "object 0",
+                      "--skip-corrupt")
+    r = detops("train", "--data", root, "--split", "train", "--epochs", "1", "--skip-corrupt",
+               "--out", str(tmp_path / "run"), *TINY)
+    assert r.returncode == 0, r.stderr
+    assert "000003.xml" in r.stderr and "15 images" in r.stdout
+    assert_user_error(detops("train", "--data", root, "--split", "empty", *TINY), "lists no images")
+
+
+def test_ctrl_c_stops_with_a_checkpoint_and_the_resume_command(data, tmp_path):
+    out = str(tmp_path / "run")
+    cmd = [DETOPS or sys.executable, *([] if DETOPS else ["-m", "detops"]), "train", "--data", data, "--split",
+           "train", "--epochs", "1000", "--out", out, *TINY]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    for line in p.stdout:  # wait until it is training
+        if line.startswith("epoch "):
+            break
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=60)
+    assert time.monotonic() - t0 < 30
+    assert p.returncode == 130, stderr
+    assert "resume with:" in stdout and "--resume" in stdout and "Traceback" not in stderr
+    state = torch.load(os.path.join(out, "last.pt"))
+    assert state["step"] >= 2
+    resume = stdout.split("resume with:")[1].strip().split()
+    assert resume[0] == "detops" and resume[-2:] == ["--resume", os.path.join(out, "last.pt")]
