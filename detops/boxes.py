@@ -26,10 +26,19 @@ def box_overlap(boxes1: Tensor, boxes2: Tensor, mode: str = "iou", eps: float = 
             denominator, as torchvision does; unused by the other modes.
 
     Returns:
-        Tensor[..., N, M]: float32 for integer, float16 and bfloat16 input, else the input dtype. Empty
-        when N or M is 0. Differentiable with respect to both inputs.
+        Tensor[..., N, M]: float32 for integer, float16 and bfloat16 input, else the input dtype; boxes of
+        two dtypes are promoted first (``torch.promote_types``), as torchvision's arithmetic promotes them.
+        Empty when N or M is 0. Differentiable with respect to both inputs.
     """
+    boxes1, boxes2 = _promote(boxes1, boxes2)
     return torch.ops.detops.box_overlap(boxes1, boxes2, mode, eps)
+
+
+def _promote(boxes1: Tensor, boxes2: Tensor):
+    if boxes1.dtype == boxes2.dtype:
+        return boxes1, boxes2
+    dtype = torch.promote_types(boxes1.dtype, boxes2.dtype)
+    return boxes1.to(dtype), boxes2.to(dtype)
 
 
 def _to_xyxy(boxes: Tensor, fmt: str) -> Tensor:
@@ -110,8 +119,10 @@ def box_iou_aligned(boxes1: Tensor, boxes2: Tensor, mode: str = "iou", eps: floa
         eps (float): see above.
 
     Returns:
-        Tensor[...]: in the input's dtype (float32 for integer input). Empty for empty input.
+        Tensor[...]: in the input's dtype (float32 for integer input; two dtypes are promoted first). Empty
+        for empty input.
     """
+    boxes1, boxes2 = _promote(boxes1, boxes2)
     return torch.ops.detops.box_iou_aligned(boxes1, boxes2, mode, eps)
 
 
@@ -127,15 +138,21 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
 
 def _aligned_loss(mode):
     def loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7) -> Tensor:
-        if not boxes1.is_floating_point():
-            boxes1, boxes2 = boxes1.float(), boxes2.float()
+        # torchvision's dtype rule: anything but float32/float64 is computed and returned in float32.
+        boxes1, boxes2 = _upcast_non_float(boxes1), _upcast_non_float(boxes2)
         return _reduce(1 - box_iou_aligned(boxes1, boxes2, mode, eps), reduction)
 
     return loss
 
 
+def _upcast_non_float(t: Tensor) -> Tensor:
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
 def generalized_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7) -> Tensor:
     """``1 - GIoU`` of aligned pairs, as ``torchvision.ops.generalized_box_iou_loss``.
+
+    float32 for every input dtype but float64 (float16, bfloat16 and integer boxes too), as torchvision.
 
     Args:
         boxes1 (Tensor[..., 4]), boxes2 (Tensor[..., 4]): xyxy boxes of one shape.

@@ -34,3 +34,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# Property tests (tests/test_properties.py): "ci" (the default) runs a fixed, derandomized number of examples
+# per op; `pytest --hypothesis-profile=long` searches many more with fresh random seeds.
+try:
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True, print_blob=True)
+    _hypothesis_settings.register_profile("long", max_examples=2000, deadline=None, print_blob=True)
+    _hypothesis_settings.load_profile("ci")
+except ImportError:  # hypothesis is a test dependency; without it only the property tests cannot run
+    pass
