@@ -10,7 +10,6 @@ torch.cuda.set_sync_debug_mode("warn").
 
 import argparse
 import platform
-import statistics
 import time
 import types
 import warnings

@@ -20,6 +20,7 @@ COMMANDS = [
     ("eval", "detops.ssd.commands.evaluate", "mAP (VOC07 11-point and all-point) and per-class AP of a checkpoint"),
     ("detect", "detops.ssd.commands.detect", "detect objects in one image and save it with the boxes drawn"),
     ("export", "detops.ssd.commands.export", "torch.export a checkpoint's detector (forward + detection) to .pt2"),
+    ("bench", "detops.bench.cli", "time detops' ops against torchvision and the tutorial's code (tables, JSON, plots)"),
     ("demo", "detops.ssd.commands.demo", "synthetic data -> train a small SSD on the CPU -> evaluate -> draw"),
 ]
 """(name, module, help) of every subcommand; the module has ``add_arguments(parser)`` and ``run(args) -> int``."""

@@ -20,7 +20,6 @@ inputs orders them arbitrarily). Models that stored ``box_ops.box_iou`` in an at
 
 from typing import Any, Callable, Dict, List, Tuple
 
-import torch
 from torch import Tensor
 
 from detops.boxes import box_iou as _detops_box_iou

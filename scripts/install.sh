@@ -7,9 +7,24 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 "$PY" -m pip install -q --disable-pip-version-check \
   torch==2.14.1 torchvision==0.29.1 \
-  setuptools wheel ninja pybind11 numpy pillow tqdm tensorboard matplotlib pytest pytest-benchmark hypothesis
+  setuptools wheel ninja pybind11 numpy pillow tqdm tensorboard matplotlib pytest pytest-benchmark hypothesis pycocotools ruff
 if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then export CUDA_HOME=/usr/local/cuda; fi
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
+# With no GPU visible and no arch list given, build for sm_90 only, as the README's test command does: the
+# two README commands then share one build (ninja reuses it) instead of the second rebuilding everything for
+# setup.py's five-architecture default. Set TORCH_CUDA_ARCH_LIST to build for other GPUs.
+if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ] && ! nvidia-smi -L > /dev/null 2>&1; then export TORCH_CUDA_ARCH_LIST=9.0; fi
 # No build isolation: an isolated build would fetch another torch and the library would not load.
-"$PY" -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
+# pip builds in a fresh temporary folder each time, so skip the build when the sources, the switches and the
+# torch it would build against are those of the installed build.
+stamp=$( (cat setup.py; find csrc -type f | LC_ALL=C sort | xargs cat
+  echo "${TORCH_CUDA_ARCH_LIST:-} ${FORCE_CUDA:-} ${DETOPS_CPU_ONLY:-} ${CUDA_HOME:-}"
+  "$PY" -c "import torch; print(torch.__version__)") | sha256sum | cut -c1-32)
+if [ -f detops/_C.abi3.so ] && [ "$(cat detops/.build_stamp 2> /dev/null)" = "$stamp" ] \
+  && "$PY" -m pip show -q detops > /dev/null 2>&1; then
+  echo "detops: the installed build matches the sources; not rebuilding"
+else
+  "$PY" -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
+  echo "$stamp" > detops/.build_stamp
+fi
 "$PY" -m detops info

@@ -1,6 +1,5 @@
 """The NMS family against torchvision and the plain-PyTorch references (detops/reference/nms.py)."""
 
-import math
 
 import pytest
 import torch

@@ -16,7 +16,6 @@ add one ``Case`` to ``CASES``.
 """
 
 import math
-import threading
 from dataclasses import dataclass
 from typing import Callable, Optional
 

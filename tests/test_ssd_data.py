@@ -99,7 +99,6 @@ def test_generator_sizes_and_overlaps(tmp_path):
     for i in range(len(ds)):
         boxes, _, _ = ds.annotation(i)
         sides += ((boxes[:, 2:] - boxes[:, :2]).max(dim=1).values / 150).tolist()
-        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         lt = torch.max(boxes[:, None, :2], boxes[None, :, :2])
         rb = torch.min(boxes[:, None, 2:], boxes[None, :, 2:])
         inter = (rb - lt).clamp(min=0).prod(-1)

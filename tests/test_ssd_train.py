@@ -3,13 +3,10 @@ the learning-rate finder. The command line is tested in test_cli.py."""
 
 import os
 import socket
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from PIL import Image
 
 from detops.ssd.cached import CachedDataset
 from detops.ssd.checkpoint import build_model, save_atomic
