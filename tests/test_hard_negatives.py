@@ -225,7 +225,7 @@ def test_cross_entropy_backward_never_indexes_out_of_range():
     gen = torch.Generator().manual_seed(8)
     logits = torch.randn(5, 3, dtype=torch.float64, generator=gen)
     targets = torch.tensor([0, 3, -1, 2, 1000])
-    ctx = types.SimpleNamespace(saved_tensors=(logits, targets))
+    ctx = types.SimpleNamespace(saved_tensors=(logits, targets), ignore_index=-100)
     grad = torch.rand(5, dtype=torch.float64, generator=gen)
     g, none = _cross_entropy_backward(ctx, grad)
     assert none is None and g.shape == logits.shape

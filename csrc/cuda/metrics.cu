@@ -29,7 +29,7 @@ struct MaxDets {
   int64_t v[kMaxDetectionCaps];
 };
 
-__global__ void coco_iou_kernel(const double* __restrict__ db, const double* __restrict__ gb,
+__global__ void __launch_bounds__(cuda::kThreads) coco_iou_kernel(const double* __restrict__ db, const double* __restrict__ gb,
                                 const bool* __restrict__ crowd, const int64_t* __restrict__ doff,
                                 const int64_t* __restrict__ goff, const int64_t* __restrict__ pair_end,
                                 double* __restrict__ iou, int64_t groups) {
@@ -43,7 +43,7 @@ __global__ void coco_iou_kernel(const double* __restrict__ db, const double* __r
   }
 }
 
-__global__ void coco_match_kernel(const double* __restrict__ iou, const bool* __restrict__ crowd,
+__global__ void __launch_bounds__(cuda::kThreads) coco_match_kernel(const double* __restrict__ iou, const bool* __restrict__ crowd,
                                   const bool* __restrict__ ignore, const int64_t* __restrict__ doff,
                                   const int64_t* __restrict__ goff, const int64_t* __restrict__ pair_end,
                                   uint8_t* __restrict__ taken, int64_t* __restrict__ matched, Thresholds thr,
@@ -59,7 +59,7 @@ __global__ void coco_match_kernel(const double* __restrict__ iou, const bool* __
   }
 }
 
-__global__ void coco_accumulate_kernel(const uint8_t* __restrict__ st, const double* __restrict__ sc,
+__global__ void __launch_bounds__(cuda::kThreads) coco_accumulate_kernel(const uint8_t* __restrict__ st, const double* __restrict__ sc,
                                        const int64_t* __restrict__ rk, const int64_t* __restrict__ off,
                                        const int64_t* __restrict__ pos, const double* __restrict__ thr,
                                        MaxDets max_dets, double* __restrict__ prec,
