@@ -18,7 +18,7 @@ if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ] && ! nvidia-smi -L > /dev/null 2>&1; then 
 # pip builds in a fresh temporary folder each time, so skip the build when the sources, the switches and the
 # torch it would build against are those of the installed build.
 stamp=$( (cat setup.py; find csrc -type f | LC_ALL=C sort | xargs cat
-  echo "${TORCH_CUDA_ARCH_LIST:-} ${FORCE_CUDA:-} ${DETOPS_CPU_ONLY:-} ${CUDA_HOME:-}"
+  echo "${TORCH_CUDA_ARCH_LIST:-} ${DETOPS_CPU_ONLY:-} ${CUDA_HOME:-}"  # FORCE_CUDA changes no output
   "$PY" -c "import torch; print(torch.__version__)") | sha256sum | cut -c1-32)
 if [ -f detops/_C.abi3.so ] && [ "$(cat detops/.build_stamp 2> /dev/null)" = "$stamp" ] \
   && "$PY" -m pip show -q detops > /dev/null 2>&1; then
