@@ -3,33 +3,8 @@
 import torch
 
 
-def random_boxes(n, *, scale=100.0, offset=0.0, dtype=torch.float32, generator=None, lead=()):
-    """xyxy boxes with positive width and height, top-left corner in [offset, offset + scale)."""
-    xy = torch.rand(*lead, n, 2, generator=generator, dtype=torch.float64) * scale + offset
-    wh = torch.rand(*lead, n, 2, generator=generator, dtype=torch.float64) * scale * 0.5 + 1e-3 * scale
-    return torch.cat([xy, xy + wh], dim=-1).to(dtype)
-
-
-def adversarial_boxes(dtype=torch.float32):
-    """Boxes that break careless kernels: zero-area, identical, nested, touching, negative, huge, inverted."""
-    b = torch.tensor(
-        [
-            [0.0, 0.0, 10.0, 10.0],
-            [0.0, 0.0, 10.0, 10.0],  # identical to the first
-            [5.0, 5.0, 5.0, 5.0],  # a point
-            [2.0, 3.0, 2.0, 9.0],  # zero width
-            [10.0, 0.0, 20.0, 10.0],  # touches the first along an edge
-            [-30.0, -40.0, -10.0, -5.0],  # negative coordinates
-            [-5.0, -5.0, 5.0, 5.0],  # straddles the origin
-            [1e6, 1e6, 1e6 + 50.0, 1e6 + 20.0],  # far away
-            [1e6 + 10.0, 1e6, 1e6 + 60.0, 1e6 + 20.0],  # overlapping the far one
-            [2.0, 2.0, 8.0, 8.0],  # nested in the first
-            [8.0, 8.0, 2.0, 2.0],  # inverted (x2 < x1)
-            [0.0, 0.0, 1e-6, 1e-6],  # tiny
-        ],
-        dtype=torch.float64,
-    )
-    return b.to(dtype)
+# The box generators are the benchmarks' own (one set of workloads for tests and `detops bench`).
+from detops.bench.workloads import adversarial_boxes, random_boxes  # noqa: E402,F401
 
 
 def cpu_and_cuda():
