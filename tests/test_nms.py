@@ -38,57 +38,63 @@ def g():
     return torch.Generator().manual_seed(0)
 
 
+def on(device, *tensors):
+    return [t.to(device) for t in tensors]
+
+
 # ---- nms ----
 
 
 @pytest.mark.parametrize("thr", [0.2, 0.5, 0.8])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("kind", ["sparse", "clustered", "dense"])
-def test_nms_matches_torchvision_and_reference(g, thr, dtype, kind):
+def test_nms_matches_torchvision_and_reference(g, thr, dtype, kind, device):
     if kind == "sparse":
         boxes, scores = sparse_boxes(3000, g, dtype=dtype)  # the pruned sweep (n >= 2048)
     elif kind == "clustered":
         boxes, scores = clustered_boxes(3000, g, dtype=dtype)
     else:
         boxes, scores = sparse_boxes(500, g, scale=50, dtype=dtype)  # the plain sweep
-    got = detops.nms(boxes, scores, thr)
-    assert got.dtype == torch.int64
+    got = detops.nms(*on(device, boxes, scores), thr)
+    assert got.dtype == torch.int64 and got.device == torch.device(device)
+    got = got.cpu()
     assert torch.equal(got, torchvision.ops.nms(boxes, scores, thr))
     assert torch.equal(got, ref.nms(boxes, scores, thr))
 
 
 @pytest.mark.parametrize("thr", [0.2, 0.5, 0.8])
 @pytest.mark.parametrize("n", [100, 4000])
-def test_nms_at_the_threshold(g, thr, n):
+def test_nms_at_the_threshold(g, thr, n, device):
     # Pairs at IoU = thr + 1e-5 (suppressed) and thr - 1e-5 (kept), mixed into random boxes.
     pairs = [at_iou(thr + 1e-5), at_iou(thr - 1e-5), at_iou(thr)]
     extra = torch.cat([p + 2000 + 30 * i for i, p in enumerate(pairs)]).float()
     boxes, scores = sparse_boxes(n, g)
     boxes = torch.cat([boxes, extra])
     scores = torch.cat([scores, torch.tensor([0.9, 0.8, 0.9, 0.8, 0.9, 0.8])])
-    got = detops.nms(boxes, scores, thr)
+    got = detops.nms(*on(device, boxes, scores), thr).cpu()
     assert torch.equal(got, torchvision.ops.nms(boxes, scores, thr))
     kept = set(got.tolist())
     assert n + 1 not in kept and n + 3 in kept  # thr + 1e-5 suppressed, thr - 1e-5 kept
 
 
-def test_nms_ties_duplicates_identical(g):
+def test_nms_ties_duplicates_identical(g, device):
     boxes, _ = sparse_boxes(3000, g, scale=200)
     scores = torch.randint(0, 5, (3000,), generator=g).float() / 4  # many ties
     boxes[100:200] = boxes[0]  # duplicates
     for thr in (0.2, 0.5, 0.8):
-        got = detops.nms(boxes, scores, thr)
+        got = detops.nms(*on(device, boxes, scores), thr).cpu()
         assert torch.equal(got, torchvision.ops.nms(boxes, scores, thr))
         assert torch.equal(got, ref.nms(boxes, scores, thr))
-    same = torch.tensor([[1.0, 2.0, 3.0, 4.0]]).repeat(50, 1)
-    assert detops.nms(same, torch.ones(50), 0.5).tolist() == [0]  # all tied: the lowest index
-    assert detops.nms(same, torch.arange(50.0), 0.5).tolist() == [49]
-    assert detops.nms(same, torch.arange(50.0), 1.0).tolist() == list(range(49, -1, -1))  # IoU 1 is not > 1
+    same = torch.tensor([[1.0, 2.0, 3.0, 4.0]], device=device).repeat(50, 1)
+    assert detops.nms(same, torch.ones(50, device=device), 0.5).tolist() == [0]  # all tied: the lowest index
+    up = torch.arange(50.0, device=device)
+    assert detops.nms(same, up, 0.5).tolist() == [49]
+    assert detops.nms(same, up, 1.0).tolist() == list(range(49, -1, -1))  # IoU 1 is not > 1
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("n", [255, 256, 3000, 70_000])
-def test_nms_rank_order_with_ties_signed_zeros_and_infinities(g, dtype, n):
+def test_nms_rank_order_with_ties_signed_zeros_and_infinities(g, dtype, n, device):
     # At threshold 1 nothing is suppressed (IoU is never > 1), so the result is the whole rank order: this
     # checks the rank sort (a radix sort from 256 boxes on) against a stable descending sort.
     boxes, _ = sparse_boxes(n, g, dtype=dtype)
@@ -98,30 +104,32 @@ def test_nms_rank_order_with_ties_signed_zeros_and_infinities(g, dtype, n):
     scores[2::13] = -float("inf")
     scores[3::17] = torch.rand(n, generator=g, dtype=dtype)[3::17] * 1e-30  # tiny and subnormal-near values
     expected = torch.sort(scores, descending=True, stable=True).indices
-    assert torch.equal(detops.nms(boxes, scores, 1.0), expected)
+    assert torch.equal(detops.nms(*on(device, boxes, scores), 1.0).cpu(), expected)
     idxs = torch.randint(0, 5, (n,), generator=g)
-    assert torch.equal(detops.batched_nms(boxes, scores, idxs, 1.0), expected)
+    assert torch.equal(detops.batched_nms(*on(device, boxes, scores, idxs), 1.0).cpu(), expected)
 
 
-def test_nms_empty_and_one():
-    assert detops.nms(torch.zeros(0, 4), torch.zeros(0), 0.5).shape == (0,)
-    assert detops.nms(torch.tensor([[0.0, 0, 1, 1]]), torch.tensor([0.3]), 0.5).tolist() == [0]
+def test_nms_empty_and_one(device):
+    empty = detops.nms(torch.zeros(0, 4, device=device), torch.zeros(0, device=device), 0.5)
+    assert empty.shape == (0,) and empty.dtype == torch.int64 and empty.device == torch.device(device)
+    one = on(device, torch.tensor([[0.0, 0, 1, 1]]), torch.tensor([0.3]))
+    assert detops.nms(*one, 0.5).tolist() == [0]
 
 
-def test_nms_100k(g):
+def test_nms_100k(g, device):
     boxes, scores = clustered_boxes(100_000, g)
-    assert torch.equal(detops.nms(boxes, scores, 0.5), torchvision.ops.nms(boxes, scores, 0.5))
+    assert torch.equal(detops.nms(*on(device, boxes, scores), 0.5).cpu(), torchvision.ops.nms(boxes, scores, 0.5))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_nms_reduced_precision_computes_in_float32(g, dtype):
+def test_nms_reduced_precision_computes_in_float32(g, dtype, device):
     boxes, scores = sparse_boxes(1000, g, scale=300)
     boxes, scores = boxes.to(dtype), scores.to(dtype)
     expected = torchvision.ops.nms(boxes.float(), scores.float(), 0.5)
-    assert torch.equal(detops.nms(boxes, scores, 0.5), expected)
+    assert torch.equal(detops.nms(*on(device, boxes, scores), 0.5).cpu(), expected)
 
 
-def test_nms_degenerate_and_negative_boxes(g):
+def test_nms_degenerate_and_negative_boxes(g, device):
     boxes = torch.tensor(
         [[0.0, 0, 10, 10], [0, 0, 10, 10], [5, 5, 5, 5], [2, 3, 2, 9], [10, 0, 20, 10], [-30, -40, -10, -5],
          [-5, -5, 5, 5], [1e6, 1e6, 1e6 + 50, 1e6 + 20], [1e6 + 10, 1e6, 1e6 + 60, 1e6 + 20], [2, 2, 8, 8],
@@ -129,47 +137,52 @@ def test_nms_degenerate_and_negative_boxes(g):
     )
     scores = torch.rand(len(boxes), generator=g)
     for thr in (0.0, 0.2, 0.5, 0.8, 1.0):
-        assert torch.equal(detops.nms(boxes, scores, thr), torchvision.ops.nms(boxes, scores, thr))
+        assert torch.equal(detops.nms(*on(device, boxes, scores), thr).cpu(), torchvision.ops.nms(boxes, scores, thr))
 
 
-def test_nms_nan_and_inf(g):
+def test_nms_nan_and_inf(g, device):
     boxes, scores = sparse_boxes(200, g, scale=100)
-    clean = detops.nms(boxes, scores, 0.5)
+
+    def nms(b, s, thr):
+        return detops.nms(*on(device, b, s), thr).cpu()
+
+    clean = nms(boxes, scores, 0.5)
     # NaN scores or coordinates: those boxes are dropped and never suppress anything.
     b2, s2 = boxes.clone(), scores.clone()
     b2[3, 1] = float("nan")
     s2[7] = float("nan")
-    got = detops.nms(b2, s2, 0.5)
+    got = nms(b2, s2, 0.5)
     assert 3 not in got.tolist() and 7 not in got.tolist()
     keep = torch.ones(200, dtype=torch.bool)
     keep[[3, 7]] = False
     idx = torch.nonzero(keep).flatten()
-    assert torch.equal(got, idx[detops.nms(boxes[idx], scores[idx], 0.5)])
+    assert torch.equal(got, idx[nms(boxes[idx], scores[idx], 0.5)])
     assert torch.equal(got, ref.nms(b2, s2, 0.5))
     # Infinite scores rank first / last.
     s3 = scores.clone()
     s3[5], s3[6] = float("inf"), float("-inf")
-    got = detops.nms(boxes, s3, 0.5)
+    got = nms(boxes, s3, 0.5)
     assert got[0] == 5 and torch.equal(got, torchvision.ops.nms(boxes, s3, 0.5))
     assert clean.numel() > 0
 
 
-def test_nms_thresholds_outside_unit_interval(g):
+def test_nms_thresholds_outside_unit_interval(g, device):
     boxes, scores = clustered_boxes(300, g)
-    assert detops.nms(boxes, scores, 1.5).numel() == 300  # no IoU exceeds 1.5: all kept
-    assert torch.equal(detops.nms(boxes, scores, -0.5), torchvision.ops.nms(boxes, scores, -0.5))
+    bd, sd = on(device, boxes, scores)
+    assert detops.nms(bd, sd, 1.5).numel() == 300  # no IoU exceeds 1.5: all kept
+    assert torch.equal(detops.nms(bd, sd, -0.5).cpu(), torchvision.ops.nms(boxes, scores, -0.5))
     with pytest.raises(RuntimeError, match="iou_threshold"):
-        detops.nms(boxes, scores, float("nan"))
+        detops.nms(bd, sd, float("nan"))
 
 
-def test_nms_bad_input():
-    b, s = torch.rand(5, 4), torch.rand(5)
+def test_nms_bad_input(device):
+    b, s = torch.rand(5, 4, device=device), torch.rand(5, device=device)
     with pytest.raises(RuntimeError, match=r"boxes must have shape \[N, 4\]"):
-        detops.nms(torch.rand(5, 5), s, 0.5)
+        detops.nms(torch.rand(5, 5, device=device), s, 0.5)
     with pytest.raises(RuntimeError, match="same number"):
-        detops.nms(b, torch.rand(4), 0.5)
+        detops.nms(b, torch.rand(4, device=device), 0.5)
     with pytest.raises(RuntimeError, match="scores must have shape"):
-        detops.nms(b, torch.rand(5, 1), 0.5)
+        detops.nms(b, torch.rand(5, 1, device=device), 0.5)
     with pytest.raises(RuntimeError, match="same dtype"):
         detops.nms(b, s.double(), 0.5)
     with pytest.raises(RuntimeError, match="floating-point"):
@@ -180,38 +193,40 @@ def test_nms_bad_input():
 
 
 @pytest.mark.parametrize("thr", [0.2, 0.5, 0.8])
-def test_batched_nms_matches_torchvision_and_reference(g, thr):
+def test_batched_nms_matches_torchvision_and_reference(g, thr, device):
     boxes, _ = sparse_boxes(3000, g, scale=300)
     # Distinct scores: torchvision's per-class path (N > 1000) orders tied scores arbitrarily.
     scores = torch.randperm(3000, generator=g).float() / 3000
     idxs = torch.randint(0, 10, (3000,), generator=g)
-    got = detops.batched_nms(boxes, scores, idxs, thr)
+    got = detops.batched_nms(*on(device, boxes, scores, idxs), thr).cpu()
     assert torch.equal(got, ref.batched_nms(boxes, scores, idxs, thr))
     assert torch.equal(got, torchvision.ops.batched_nms(boxes, scores, idxs, thr))
-    assert torch.equal(detops.batched_nms(boxes, scores, idxs.int(), thr), got)
+    assert torch.equal(detops.batched_nms(*on(device, boxes, scores, idxs.int()), thr).cpu(), got)
 
 
-def test_batched_nms_negative_huge_coordinates_many_classes(g):
+def test_batched_nms_negative_huge_coordinates_many_classes(g, device):
     boxes, scores = clustered_boxes(2000, g)
     boxes = torch.cat([boxes[:1000] - 1e4, boxes[1000:] * 1e3]).double()
     scores = scores.double()
     for classes in (1, 7, 1500):
         idxs = torch.randint(-3, classes, (2000,), generator=g)
-        assert torch.equal(detops.batched_nms(boxes, scores, idxs, 0.5), ref.batched_nms(boxes, scores, idxs, 0.5))
+        got = detops.batched_nms(*on(device, boxes, scores, idxs), 0.5).cpu()
+        assert torch.equal(got, ref.batched_nms(boxes, scores, idxs, 0.5))
 
 
-def test_batched_nms_ties_empty_and_order(g):
+def test_batched_nms_ties_empty_and_order(g, device):
     boxes, _ = clustered_boxes(500, g)
     scores = torch.randint(0, 3, (500,), generator=g).float()
     idxs = torch.randint(0, 4, (500,), generator=g)
-    got = detops.batched_nms(boxes, scores, idxs, 0.5)
+    got = detops.batched_nms(*on(device, boxes, scores, idxs), 0.5).cpu()
     assert torch.equal(got, ref.batched_nms(boxes, scores, idxs, 0.5))
     s = scores[got]
     assert bool((s[:-1] >= s[1:]).all())
     ties = (s[:-1] == s[1:])
     assert bool((got[:-1][ties] < got[1:][ties]).all())
-    empty = detops.batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5)
+    empty = detops.batched_nms(*on(device, torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64)), 0.5)
     assert empty.shape == (0,) and empty.dtype == torch.int64
+    boxes, scores, idxs = on(device, boxes, scores, idxs)
     with pytest.raises(RuntimeError, match="idxs"):
         detops.batched_nms(boxes, scores, idxs[:-1], 0.5)
     with pytest.raises(RuntimeError, match="integer"):
@@ -240,11 +255,11 @@ def _multiclass_case(g, b=2, p=400, c=5, per_class=False, dtype=torch.float32):
         dict(score_threshold=1.0),  # nothing passes
     ],
 )
-def test_multiclass_nms_matches_reference(g, kw):
+def test_multiclass_nms_matches_reference(g, kw, device):
     boxes, scores = _multiclass_case(g)
     args = dict(score_threshold=0.3, iou_threshold=0.45, max_detections=60)
     args.update(kw)
-    got = detops.multiclass_nms(boxes, scores, **args)
+    got = [t.cpu() for t in detops.multiclass_nms(*on(device, boxes, scores), **args)]
     expected = ref.multiclass_nms(boxes, scores, **args)
     for x, y in zip(got, expected):
         assert torch.equal(x, y)
@@ -261,23 +276,25 @@ def test_multiclass_nms_matches_reference(g, kw):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_multiclass_nms_per_class_boxes_and_ties(g, dtype):
+def test_multiclass_nms_per_class_boxes_and_ties(g, dtype, device):
     boxes, scores = _multiclass_case(g, per_class=True, dtype=dtype)
     scores = (scores * 4).round() / 4  # ties across classes and priors
-    got = detops.multiclass_nms(boxes, scores, 0.2, 0.5, 80)
+    got = [t.cpu() for t in detops.multiclass_nms(*on(device, boxes, scores), 0.2, 0.5, 80)]
     for x, y in zip(got, ref.multiclass_nms(boxes, scores, 0.2, 0.5, 80)):
         assert torch.equal(x, y)
     assert got[0].dtype == dtype
 
 
-def test_multiclass_nms_large_classes_use_pruned_sweep(g):
+def test_multiclass_nms_large_classes_use_pruned_sweep(g, device):
     boxes, scores = _multiclass_case(g, b=1, p=3000, c=2)
-    for x, y in zip(detops.multiclass_nms(boxes, scores, 0.1, 0.5, 3000), ref.multiclass_nms(boxes, scores, 0.1, 0.5, 3000)):
-        assert torch.equal(x, y)
+    got = detops.multiclass_nms(*on(device, boxes, scores), 0.1, 0.5, 3000)
+    for x, y in zip(got, ref.multiclass_nms(boxes, scores, 0.1, 0.5, 3000)):
+        assert torch.equal(x.cpu(), y)
 
 
-def test_multiclass_nms_matches_per_class_batched_nms(g):
+def test_multiclass_nms_matches_per_class_batched_nms(g, device):
     boxes, scores = _multiclass_case(g, b=1, p=500, c=4)
+    boxes, scores = on(device, boxes, scores)
     out_boxes, out_scores, labels, counts = detops.multiclass_nms(boxes, scores, 0.2, 0.5, 10_000)
     s = scores[0]
     prior, cls = torch.nonzero(s > 0.2, as_tuple=True)
@@ -286,14 +303,15 @@ def test_multiclass_nms_matches_per_class_batched_nms(g):
     assert torch.equal(out_scores[0, : keep.numel()].sort().values, s[prior, cls][keep].sort().values)
 
 
-def test_multiclass_nms_nan_and_bad_input(g):
+def test_multiclass_nms_nan_and_bad_input(g, device):
     boxes, scores = _multiclass_case(g)
     scores[0, :10, :] = float("nan")
     boxes[1, :10, 0] = float("nan")
-    got = detops.multiclass_nms(boxes, scores, 0.3, 0.5, 50)
+    got = [t.cpu() for t in detops.multiclass_nms(*on(device, boxes, scores), 0.3, 0.5, 50)]
     for x, y in zip(got, ref.multiclass_nms(boxes, scores, 0.3, 0.5, 50)):
         assert torch.equal(x, y)
     assert not bool(torch.isnan(got[1]).any()) and not bool(torch.isnan(got[0]).any())
+    boxes, scores = on(device, boxes, scores)
     with pytest.raises(RuntimeError, match=r"\[B, P, 4\] or \[B, P, C, 4\]"):
         detops.multiclass_nms(boxes[:, :-1], scores)
     with pytest.raises(RuntimeError, match="scores must have shape"):
@@ -306,12 +324,13 @@ def test_multiclass_nms_nan_and_bad_input(g):
         detops.multiclass_nms(boxes, scores, score_threshold=float("nan"))
 
 
-def test_multiclass_nms_empty():
-    out = detops.multiclass_nms(torch.zeros(3, 0, 4), torch.zeros(3, 0, 4), 0.1, 0.5, 5)
+def test_multiclass_nms_empty(device):
+    z = lambda *s: torch.zeros(*s, device=device)
+    out = detops.multiclass_nms(z(3, 0, 4), z(3, 0, 4), 0.1, 0.5, 5)
     assert out[0].shape == (3, 0, 4) and out[3].tolist() == [0, 0, 0]  # no priors: no rows to pad
-    out = detops.multiclass_nms(torch.zeros(3, 2, 4), torch.zeros(3, 2, 4), 0.1, 0.5, 5)
+    out = detops.multiclass_nms(z(3, 2, 4), z(3, 2, 4), 0.1, 0.5, 5)
     assert out[0].shape == (3, 5, 4) and out[3].tolist() == [0, 0, 0] and bool((out[2] == -1).all())
-    out = detops.multiclass_nms(torch.zeros(0, 10, 4), torch.zeros(0, 10, 4), 0.1, 0.5, 5)
+    out = detops.multiclass_nms(z(0, 10, 4), z(0, 10, 4), 0.1, 0.5, 5)
     assert out[0].shape == (0, 5, 4)
 
 
@@ -339,7 +358,7 @@ def test_multiclass_nms_output_clamped_to_candidates(device, kw, k):
     assert fake[0].shape == (1, k, 4)
 
 
-def test_multiclass_nms_equals_tutorial_detect_objects(g):
+def test_multiclass_nms_equals_tutorial_detect_objects(g, device):
     # The SSD tutorial's loop (detops.reference.nms.tutorial_detect_objects) against softmax + decode + multiclass_nms with background 0.
     p, c = 600, 6
     xy = torch.rand(p, 2, generator=g) * 0.8 + 0.1
@@ -349,7 +368,8 @@ def test_multiclass_nms_equals_tutorial_detect_objects(g):
     t_boxes, t_labels, t_scores = ref.tutorial_detect_objects(priors, locs, logits, 0.2, 0.45, 50, c)
     probs = torch.softmax(logits, dim=2)
     decoded = torch.stack([ref._tutorial_decode(locs[i], priors) for i in range(2)])
-    boxes, scores, labels, counts = detops.multiclass_nms(decoded, probs, 0.2, 0.45, 50, background_class=0)
+    out = detops.multiclass_nms(*on(device, decoded, probs), 0.2, 0.45, 50, background_class=0)
+    boxes, scores, labels, counts = [t.cpu() for t in out]
     for i in range(2):
         n = int(counts[i])
         assert n == t_scores[i].numel()
@@ -362,23 +382,24 @@ def test_multiclass_nms_equals_tutorial_detect_objects(g):
 
 
 @pytest.mark.parametrize("method", ["linear", "gaussian"])
-def test_soft_nms_matches_reference(g, method):
+def test_soft_nms_matches_reference(g, method, device):
     boxes, scores = clustered_boxes(300, g, objects=10)
     for kw in (dict(), dict(iou_threshold=0.5, sigma=0.3, score_threshold=0.05)):
-        keep, s = detops.soft_nms(boxes, scores, method=method, **kw)
+        keep, s = [t.cpu() for t in detops.soft_nms(*on(device, boxes, scores), method=method, **kw)]
         rk, rs = ref.soft_nms(boxes, scores, method=method, **kw)
         assert torch.equal(keep, rk)
         torch.testing.assert_close(s, rs)
         assert bool((s[:-1] >= s[1:]).all())
-    empty = detops.soft_nms(torch.zeros(0, 4), torch.zeros(0))
+    empty = detops.soft_nms(*on(device, torch.zeros(0, 4), torch.zeros(0)))
     assert empty[0].shape == (0,) and empty[1].shape == (0,)
     with pytest.raises(RuntimeError, match="method"):
-        detops.soft_nms(boxes, scores, method="hard")
+        detops.soft_nms(*on(device, boxes, scores), method="hard")
 
 
-def test_soft_nms_linear_with_threshold_one_is_identity_order(g):
+def test_soft_nms_linear_with_threshold_one_is_identity_order(g, device):
     boxes, scores = sparse_boxes(100, g)
-    keep, s = detops.soft_nms(boxes, scores, iou_threshold=1.0, method="linear", score_threshold=0.0)
+    out = detops.soft_nms(*on(device, boxes, scores), iou_threshold=1.0, method="linear", score_threshold=0.0)
+    keep, s = [t.cpu() for t in out]
     assert torch.equal(keep, torch.sort(scores, descending=True, stable=True).indices)
     assert torch.equal(s, scores[keep])
 
@@ -386,18 +407,19 @@ def test_soft_nms_linear_with_threshold_one_is_identity_order(g):
 # ---- torch.library: opcheck, compile ----
 
 
-def test_opcheck(g):
+def test_opcheck(g, device):
     boxes, scores = sparse_boxes(200, g, scale=100)
     idxs = torch.randint(0, 3, (200,), generator=g)
+    boxes, scores, idxs = on(device, boxes, scores, idxs)
     torch.library.opcheck(torch.ops.detops.nms, (boxes, scores, 0.5))
     torch.library.opcheck(torch.ops.detops.batched_nms, (boxes, scores, idxs, 0.5))
     torch.library.opcheck(torch.ops.detops.soft_nms, (boxes, scores, 0.3, 0.5, 0.001, "linear"))
-    mb, ms = _multiclass_case(g)
+    mb, ms = on(device, *_multiclass_case(g))
     torch.library.opcheck(torch.ops.detops.multiclass_nms, (mb, ms, 0.3, 0.5, 20, 0, 50))
 
 
-def test_compile_fullgraph(g):
-    mb, ms = _multiclass_case(g)
+def test_compile_fullgraph(g, device):
+    mb, ms = on(device, *_multiclass_case(g))
 
     def post(boxes, scores):
         b, s, l, n = detops.multiclass_nms(boxes, scores, 0.3, 0.5, 20, background_class=0)
@@ -407,7 +429,7 @@ def test_compile_fullgraph(g):
     for x, y in zip(compiled(mb, ms), post(mb, ms)):
         assert torch.equal(x, y)
 
-    boxes, scores = sparse_boxes(300, g, scale=100)
+    boxes, scores = on(device, *sparse_boxes(300, g, scale=100))
     import torch._dynamo.config as dynamo_config
 
     with dynamo_config.patch(capture_dynamic_output_shape_ops=True):
