@@ -35,16 +35,16 @@ def g():
 )
 @pytest.mark.parametrize("conf", [0.25, 0.01])
 @pytest.mark.parametrize("head", ["v5", "v8"])
-def test_same_detections_as_per_image_loop(g, kw, conf, head):
+def test_same_detections_as_per_image_loop(g, kw, conf, head, device):
     pred = v5_head(3, 1500, 12, g)
     if head == "v8":
         pred = v8_of(pred)
-    got = yolo.non_max_suppression(pred, conf, 0.45, **kw)
+    got = yolo.non_max_suppression(pred.to(device), conf, 0.45, **kw)
     expected = ref.yolo_non_max_suppression(pred, conf, 0.45, **kw)
     assert len(got) == 3
     for x, y in zip(got, expected):
-        assert x.shape[1] == 6
-        assert torch.equal(x, y)
+        assert x.shape[1] == 6 and x.device == torch.device(device)
+        assert torch.equal(x.cpu(), y)
 
 
 def _sorted_rows(x):
@@ -55,7 +55,7 @@ def _sorted_rows(x):
 @pytest.mark.parametrize("head", ["v5", "v8"])
 @pytest.mark.parametrize("kw", [dict(max_candidates=150), dict(max_candidates=0), dict(classes=[0, 2, 5, 99]),
                                 dict(max_candidates=90, classes=[1, 2]), dict(classes=[])])
-def test_multi_label_cap_and_classes_with_ties(g, head, kw):
+def test_multi_label_cap_and_classes_with_ties(g, head, kw, device):
     # Multi-label goes through multiclass_nms, with YOLO's per-image cap (max_candidates) applied first:
     # tied confidences at the cap keep the first in (prediction, class) order, as YOLO's stable sort does.
     # (max_det is out of reach: which of several tied detections its cut keeps is a matter of tie order.)
@@ -64,18 +64,20 @@ def test_multi_label_cap_and_classes_with_ties(g, head, kw):
     pred[..., 4:] = (pred[..., 4:] * 8).round() / 8  # many ties, also at the cap
     if head == "v8":
         pred = v8_of(pred)
+    expected = ref.yolo_non_max_suppression(pred, 0.1, 0.45, multi_label=True, **kw)
+    pred = pred.to(device)
     before = pred.clone()
     got = yolo.non_max_suppression(pred, 0.1, 0.45, multi_label=True, **kw)
-    expected = ref.yolo_non_max_suppression(pred, 0.1, 0.45, multi_label=True, **kw)
     for x, y in zip(got, expected):
         assert _sorted_rows(x) == _sorted_rows(y)
         assert bool((x[1:, 4] <= x[:-1, 4]).all())  # by decreasing confidence
     assert torch.equal(pred, before)  # the caller's tensor is never written to
 
 
-def test_empty_images_and_bad_input(g):
+def test_empty_images_and_bad_input(g, device):
     pred = v5_head(2, 100, 4, g)
     pred[0, :, 4] = 0  # no objectness in image 0
+    pred = pred.to(device)
     out = yolo.non_max_suppression(pred, 0.25, 0.45)
     assert out[0].shape == (0, 6) and out[1].shape[0] > 0
     assert [o.shape for o in yolo.non_max_suppression(pred, 1.0, 0.45)] == [(0, 6), (0, 6)]
@@ -92,8 +94,8 @@ def test_empty_images_and_bad_input(g):
             yolo.non_max_suppression(pred[..., :5], 0.25, 0.45, multi_label=multi_label, head="v5")
 
 
-def test_head_auto_detection(g):
-    pred = v5_head(1, 300, 3, g)
+def test_head_auto_detection(g, device):
+    pred = v5_head(1, 300, 3, g).to(device)
     a = yolo.non_max_suppression(v8_of(pred), 0.2, 0.5)
     b = yolo.non_max_suppression(v8_of(pred), 0.2, 0.5, head="v8")
     assert torch.equal(a[0], b[0])
@@ -106,6 +108,11 @@ def candidates_of(pred, conf, objectness=True):
     return torch.ops.detops.yolo_candidates(pred, conf, objectness)
 
 
+def candidates_on(device, pred, conf, objectness=True):
+    """The op on `device` (strides kept: .to keeps a channel-major view's layout), the result on the CPU."""
+    return [t.cpu() for t in candidates_of(pred.to(device), conf, objectness)]
+
+
 def assert_same_candidates(got, expected):
     names = ("rows", "boxes", "scores", "labels")
     for name, x, y in zip(names, got, expected):
@@ -116,25 +123,26 @@ def assert_same_candidates(got, expected):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("classes", [80, 13, 3])  # 13 and 3: a tail after the eight-class vector steps
 @pytest.mark.parametrize("conf", [0.0, 0.001, 0.25, 0.6, 1.0])
-def test_candidates_match_reference(g, dtype, classes, conf):
+def test_candidates_match_reference(g, dtype, classes, conf, device):
     pred = v5_head(2, 700, classes, g).to(dtype)
-    assert_same_candidates(candidates_of(pred, conf), ref.yolo_candidates(pred, conf))
+    assert_same_candidates(candidates_on(device, pred, conf), ref.yolo_candidates(pred, conf))
     v8 = v8_of(pred).transpose(1, 2)  # [B, N, 4 + C] view of a channels-first head: class stride N
-    assert_same_candidates(candidates_of(v8, conf, False), ref.yolo_candidates(v8, conf, False))
+    assert_same_candidates(candidates_on(device, v8, conf, False), ref.yolo_candidates(v8, conf, False))
 
 
 @pytest.mark.parametrize("n", [1100, 1])
-def test_candidates_across_chunks_and_images(g, n):
-    # 3 x 1100 rows: the kernel's 2048-row chunks and its 16-row blocks (v8 layout) straddle image ends.
+def test_candidates_across_chunks_and_images(g, n, device):
+    # 3 x 1100 rows: the CPU kernel's 2048-row chunks and its 16-row blocks (v8 layout) straddle image ends.
     pred = v5_head(3, n, 80, g)
     for conf in (0.001, 0.3):
-        assert_same_candidates(candidates_of(pred, conf), ref.yolo_candidates(pred, conf))
+        assert_same_candidates(candidates_on(device, pred, conf), ref.yolo_candidates(pred, conf))
         for objectness in (False, True):  # a channel-major head with and without an objectness channel
             cm = pred.transpose(1, 2).contiguous().transpose(1, 2)
-            assert_same_candidates(candidates_of(cm, conf, objectness), ref.yolo_candidates(cm, conf, objectness))
+            assert_same_candidates(candidates_on(device, cm, conf, objectness),
+                                   ref.yolo_candidates(cm, conf, objectness))
 
 
-def test_candidates_ties_pick_the_first_class(g):
+def test_candidates_ties_pick_the_first_class(g, device):
     pred = v5_head(1, 64, 21, g)
     pred[0, :, 5:] = 0.1
     for r in range(64):  # the maximum at two or three places, in the vector part and the tail
@@ -142,20 +150,20 @@ def test_candidates_ties_pick_the_first_class(g):
         pred[0, r, 5 + first] = pred[0, r, 5 + (first + 1 + r % 5) % 21] = 0.9
         pred[0, r, 5 + (first + 9) % 21] = 0.9 if r % 2 else 0.5
     pred[0, :, 4] = 0.8
-    rows, _, _, labels = candidates_of(pred, 0.25)
+    rows, _, _, labels = candidates_on(device, pred, 0.25)
     assert rows.tolist() == list(range(64))
-    assert_same_candidates(candidates_of(pred, 0.25), ref.yolo_candidates(pred, 0.25))
+    assert_same_candidates(candidates_on(device, pred, 0.25), ref.yolo_candidates(pred, 0.25))
     cm = pred.transpose(1, 2).contiguous().transpose(1, 2)  # channel-major: rows in vector lanes
-    assert_same_candidates(candidates_of(cm, 0.25), ref.yolo_candidates(pred, 0.25))
+    assert_same_candidates(candidates_on(device, cm, 0.25), ref.yolo_candidates(pred, 0.25))
     # Products that round to the same float: distinct class scores, equal confidences; the first wins.
     pred[0, 0, 5:] = 0.0
     pred[0, 0, 5 + 3] = 0.7
     pred[0, 0, 5 + 17] = torch.nextafter(torch.tensor(0.7), torch.tensor(1.0))
     pred[0, 0, 4] = 0.3
-    assert_same_candidates(candidates_of(pred, 0.25), ref.yolo_candidates(pred, 0.25))
+    assert_same_candidates(candidates_on(device, pred, 0.25), ref.yolo_candidates(pred, 0.25))
 
 
-def test_candidates_at_the_threshold(g):
+def test_candidates_at_the_threshold(g, device):
     thr = 0.25
     t = torch.tensor(thr)
     pred = v5_head(1, 8, 16, g)
@@ -164,18 +172,18 @@ def test_candidates_at_the_threshold(g):
     # objectness at, just above, just below the threshold; scores then exactly objectness x 1.
     pred[0, :, 4] = torch.stack([t, torch.nextafter(t, torch.tensor(1.0)), torch.nextafter(t, torch.tensor(0.0)),
                                  t + 1e-5, t - 1e-5, t + 1e-5, t, t])
-    rows = candidates_of(pred, thr)[0]
+    rows = candidates_on(device, pred, thr)[0]
     assert rows.tolist() == [1, 3, 5]
-    assert_same_candidates(candidates_of(pred, thr), ref.yolo_candidates(pred, thr))
+    assert_same_candidates(candidates_on(device, pred, thr), ref.yolo_candidates(pred, thr))
     # A best score exactly at the threshold is not a candidate (> as in YOLO), one ulp above is.
     pred[0, :, 4] = 1.0
     pred[0, :, 5:] = 0.1
     pred[0, 0, 7] = thr
     pred[0, 1, 7] = torch.nextafter(t, torch.tensor(1.0))
-    assert candidates_of(pred, thr)[0].tolist() == [1]
+    assert candidates_on(device, pred, thr)[0].tolist() == [1]
 
 
-def test_candidates_nan_inf_negative(g):
+def test_candidates_nan_inf_negative(g, device):
     pred = v5_head(1, 10, 12, g)
     pred[0, :, 4] = 0.9
     pred[0, 0, 4] = float("nan")  # NaN objectness: never above
@@ -184,17 +192,17 @@ def test_candidates_nan_inf_negative(g):
     pred[0, 3, 4] = float("inf")  # inf objectness: inf x positive scores
     pred[0, 4, 5:] = -1.0  # negative scores: never above a threshold >= 0
     pred[0, 5, 0] = float("nan")  # a NaN box stays a candidate; NMS ranks it
-    got = candidates_of(pred, 0.25)
+    got = candidates_on(device, pred, 0.25)
     assert 0 not in got[0].tolist() and 1 not in got[0].tolist() and 4 not in got[0].tolist()
     assert 2 in got[0].tolist() and 5 in got[0].tolist()
     assert_same_candidates(got, ref.yolo_candidates(pred, 0.25))
 
 
-def test_candidates_empty_and_bad_input(g):
+def test_candidates_empty_and_bad_input(g, device):
     for shape in [(0, 10, 9), (2, 0, 9)]:
-        got = candidates_of(torch.rand(shape), 0.25)
+        got = candidates_of(torch.rand(shape, device=device), 0.25)
         assert [t.shape for t in got] == [(0,), (0, 4), (0,), (0,)]
-    pred = v5_head(1, 10, 3, g)
+    pred = v5_head(1, 10, 3, g).to(device)
     with pytest.raises(RuntimeError, match="no class channels"):
         candidates_of(pred[..., :5], 0.25)
     with pytest.raises(RuntimeError, match="no class channels"):
@@ -208,8 +216,8 @@ def test_candidates_empty_and_bad_input(g):
             candidates_of(pred, bad)
 
 
-def test_candidates_opcheck_and_compile(g):
-    pred = v5_head(2, 50, 7, g)
+def test_candidates_opcheck_and_compile(g, device):
+    pred = v5_head(2, 50, 7, g).to(device)
     torch.library.opcheck(torch.ops.detops.yolo_candidates, (pred, 0.25, True))
     torch.library.opcheck(torch.ops.detops.yolo_candidates, (v8_of(pred).transpose(1, 2), 0.1, False))
     import torch._dynamo.config as dynamo_config
