@@ -8,7 +8,7 @@ import torchvision.ops.boxes as tv_boxes
 import detops
 
 
-def test_patch_and_undo_restore_exactly():
+def test_patch_and_undo_restore_exactly(device):
     originals = {n: getattr(tv_boxes, n) for n in ("nms", "batched_nms", "box_iou")}
     reexports = {n: getattr(torchvision.ops, n) for n in ("nms", "batched_nms", "box_iou")}
     with detops.patch_torchvision() as handle:
@@ -16,8 +16,11 @@ def test_patch_and_undo_restore_exactly():
         for n in originals:
             assert getattr(tv_boxes, n) is not originals[n]
             assert getattr(torchvision.ops, n) is getattr(tv_boxes, n)
-        b = torch.tensor([[0.0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]])
-        assert tv_boxes.nms(b, torch.tensor([0.9, 0.8, 0.7]), 0.5).tolist() == [0, 2]
+        b = torch.tensor([[0.0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]], device=device)
+        assert tv_boxes.nms(b, torch.tensor([0.9, 0.8, 0.7], device=device), 0.5).tolist() == [0, 2]
+        idxs = torch.tensor([0, 1, 0], device=device)
+        assert tv_boxes.batched_nms(b, torch.tensor([0.9, 0.8, 0.7], device=device), idxs, 0.5).tolist() == [0, 1, 2]
+        torch.testing.assert_close(tv_boxes.box_iou(b, b).cpu(), originals["box_iou"](b.cpu(), b.cpu()))
     for n in originals:
         assert getattr(tv_boxes, n) is originals[n] and getattr(torchvision.ops, n) is reexports[n]
     undo = detops.patch_torchvision(ops=("batched_nms",))
@@ -44,8 +47,8 @@ def _same_detections(model, images):
     return total
 
 
-def _images(g, n=1, size=(3, 160, 200)):
-    return [torch.rand(*size, generator=g) for _ in range(n)]
+def _images(g, n=1, size=(3, 160, 200), device="cpu"):
+    return [torch.rand(*size, generator=g).to(device) for _ in range(n)]
 
 
 @pytest.mark.parametrize(
@@ -56,14 +59,14 @@ def _images(g, n=1, size=(3, 160, 200)):
         (torchvision.models.detection.retinanet_resnet50_fpn, ("", "score_thresh", 0.0)),
     ],
 )
-def test_detectors_same_detections(builder, low_threshold):
+def test_detectors_same_detections(builder, low_threshold, device):
     torch.manual_seed(0)
     kwargs = dict(weights=None, weights_backbone=None, num_classes=21)
     if builder is not torchvision.models.detection.ssd300_vgg16:
         kwargs.update(min_size=160, max_size=200)
-    model = builder(**kwargs).eval()
+    model = builder(**kwargs).eval().to(device)
     # Random weights score almost nothing above the default thresholds: lower them so NMS has work to do.
     owner, attr, value = low_threshold
     setattr(getattr(model, owner) if owner else model, attr, value)
     g = torch.Generator().manual_seed(1)
-    assert _same_detections(model, _images(g)) > 0
+    assert _same_detections(model, _images(g, device=device)) > 0
