@@ -24,7 +24,7 @@ def _ops(dev_a, dev_b):
     gt = random_boxes(3, scale=0.5, generator=g)[None]
     priors_cxcy = torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.4, 0.4]])
     return [
-        ("box_iou", lambda: ops.box_iou(a, b, "iou", 1e-7)),
+        ("box_overlap", lambda: ops.box_overlap(a, b, "iou", 1e-7)),
         ("box_iou_aligned", lambda: ops.box_iou_aligned(a, b, "giou", 1e-7)),
         ("encode_boxes", lambda: ops.encode_boxes(a, b, [1.0, 1.0, 1.0, 1.0])),
         ("decode_boxes", lambda: ops.decode_boxes(a, b, [1.0, 1.0, 1.0, 1.0], 4.0)),
@@ -40,16 +40,27 @@ def _ops(dev_a, dev_b):
                                                                   torch.zeros(2, 5, dtype=torch.bool).to(dev_b), 3)),
         ("softmax_cross_entropy", lambda: ops.softmax_cross_entropy(torch.rand(4, 3).to(dev_a),
                                                                     torch.zeros(4, dtype=torch.long).to(dev_b))),
+        ("coco_match", lambda: ops.coco_match(
+            a.double(), b.double()[:2], torch.zeros(2, dtype=torch.bool).to(dev_b),
+            torch.zeros(1, 2, dtype=torch.bool).to(dev_b), torch.tensor([0, 6]).to(dev_b),
+            torch.tensor([0, 2]).to(dev_b), [0.5])),
+        ("coco_accumulate", lambda: ops.coco_accumulate(
+            torch.ones(1, 1, 6, dtype=torch.uint8).to(dev_a), scores.double().to(dev_b),
+            torch.zeros(6, dtype=torch.long).to(dev_b), torch.tensor([0, 6]).to(dev_b), torch.tensor([[3]]).to(dev_b),
+            torch.linspace(0, 1, 101, dtype=torch.float64).to(dev_b), [100])),
     ]
 
 
+MIXED_DEVICE_OPS = [name for name, _ in _ops("cpu", "cpu")]
+
+
 @pytest.mark.parametrize("order", ["cpu_first", "cuda_first"])
-@pytest.mark.parametrize("index", range(11))
-def test_mixed_devices_give_the_same_device_error(order, index):
+@pytest.mark.parametrize("name", MIXED_DEVICE_OPS)
+def test_mixed_devices_give_the_same_device_error(order, name):
     # The dispatcher sends a CPU/CUDA mix to the CUDA kernel; its device guard must come after the device
     # checks, or c10 throws "CUDAGuardImpl initialized with non-CUDA DeviceType" instead.
     devs = ("cpu", "cuda") if order == "cpu_first" else ("cuda", "cpu")
-    _, call = _ops(*devs)[index]
+    call = dict(_ops(*devs))[name]
     with pytest.raises(RuntimeError, match="must be on the same device"):
         call()
     torch.cuda.synchronize()
@@ -167,17 +178,18 @@ def test_out_of_range_label_gives_nan_loss_and_a_live_context():
 
 
 def test_ssd_training_step_under_autocast():
-    from detops.ssd.train import TrainConfig, Trainer, build_model
+    from detops.ssd.checkpoint import build_model
+    from detops.ssd.trainer import TrainConfig, Trainer
 
     torch.manual_seed(0)
     model = build_model(5, "tiny", width=8)
     g = torch.Generator().manual_seed(5)
-    images = torch.randn(4, 3, 300, 300, generator=g)
+    images = torch.randn(4, 3, 160, 160, generator=g)  # the tiny backbone's input size
     boxes = [random_boxes(3, scale=0.5, generator=g).clamp(0, 1) for _ in range(4)]
     labels = [torch.randint(1, 5, (3,), generator=g) for _ in range(4)]
     items = [(images[i], boxes[i], labels[i], torch.zeros(3, dtype=torch.bool)) for i in range(4)]
-    cfg = TrainConfig(epochs=1, batch_size=4, optimizer="adam", lr=1e-3, warmup_steps=0, progress=False,
-                      image_every=0, checkpoint_every=0, amp=True)
+    cfg = TrainConfig(epochs=1, batch_size=4, optimizer="adam", lr=1e-3, warmup_steps=0, checkpoint_every=0,
+                      amp=True)
     trainer = Trainer(model, items, cfg, device="cuda")
     assert trainer.use_amp and trainer.scaler.is_enabled()
     before = [p.detach().clone() for p in model.parameters()]
