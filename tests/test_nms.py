@@ -73,8 +73,13 @@ def test_nms_at_the_threshold(g, thr, n, device):
     scores = torch.cat([scores, torch.tensor([0.9, 0.8, 0.9, 0.8, 0.9, 0.8])])
     got = detops.nms(*on(device, boxes, scores), thr).cpu()
     assert torch.equal(got, torchvision.ops.nms(boxes, scores, thr))
+    assert torch.equal(got, ref.nms(boxes, scores, thr))
     kept = set(got.tolist())
     assert n + 1 not in kept and n + 3 in kept  # thr + 1e-5 suppressed, thr - 1e-5 kept
+    # IoU exactly 0.5 in any float format: not above 0.5, so both kept.
+    half = torch.tensor([[0.0, 0.0, 3.0, 1.0], [1.0, 0.0, 4.0, 1.0]])
+    for impl in (lambda b, s: detops.nms(*on(device, b, s), 0.5).cpu(), lambda b, s: ref.nms(b, s, 0.5)):
+        assert impl(half, torch.tensor([0.9, 0.8])).tolist() == [0, 1]
 
 
 def test_nms_ties_duplicates_identical(g, device):
