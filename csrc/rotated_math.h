@@ -34,16 +34,18 @@ DETOPS_HD float rot_fmod(float a, float b) { return fmodf(a, b); }
 DETOPS_HD double rot_fmod(double a, double b) { return fmod(a, b); }
 DETOPS_HD float rot_round(float v) { return rintf(v); }
 DETOPS_HD double rot_round(double v) { return rint(v); }
+DETOPS_HD float rot_sqrt(float v) { return sqrtf(v); }
+DETOPS_HD double rot_sqrt(double v) { return sqrt(v); }
 
 template <typename T>
 struct Point {
   T x, y;
 };
 
-// A box with its angle's cosine and sine, computed once per box rather than once per pair.
+// A box with its angle's cosine and sine and its circumradius, computed once per box rather than per pair.
 template <typename T>
 struct RotatedBox {
-  T cx, cy, w, h, angle, c, s;
+  T cx, cy, w, h, angle, c, s, radius;
 };
 
 // x - x is 0 only for finite x (NaN and +-inf give NaN).
@@ -54,7 +56,7 @@ DETOPS_HD bool rot_finite(T v) {
 
 template <typename T>
 DETOPS_HD RotatedBox<T> load_rotated(const T* p) {
-  RotatedBox<T> b{p[0], p[1], p[2], p[3], p[4], T(0), T(0)};
+  RotatedBox<T> b{p[0], p[1], p[2], p[3], p[4], T(0), T(0), rot_sqrt(p[2] * p[2] + p[3] * p[3]) / T(2)};
   // fmod is exact; 90 * q is exact; so is the remainder, within rounding of the degrees-to-radians product.
   const T a = rot_fmod(p[4], T(360));
   const T q = rot_round(a / T(90));
@@ -155,10 +157,11 @@ DETOPS_HD T rotated_iou(const RotatedBox<T>& a, const RotatedBox<T>& b) {
   if (!rotated_finite(a) || !rotated_finite(b)) return static_cast<T>(NAN);
   if (!(a.w > T(0) && a.h > T(0) && b.w > T(0) && b.h > T(0))) return T(0);
   if (a.cx == b.cx && a.cy == b.cy && a.w == b.w && a.h == b.h && a.angle == b.angle) return T(1);
-  // Boxes farther apart than their half-perimeters cannot meet (a cheap, conservative early exit).
-  const T reach = (a.w + a.h + b.w + b.h) / T(2);
+  // Boxes whose circumscribed circles are apart cannot meet (with a margin for rounding): most pairs of a
+  // large matrix end here.
+  const T reach = (a.radius + b.radius) * T(1.0001);
   const T dx = b.cx - a.cx, dy = b.cy - a.cy;
-  if (dx > reach || -dx > reach || dy > reach || -dy > reach) return T(0);
+  if (dx * dx + dy * dy > reach * reach) return T(0);
   const T area_a = a.w * a.h, area_b = b.w * b.h;
   T inter = rotated_intersection(a, b);
   const T cap = area_a < area_b ? area_a : area_b;
