@@ -238,6 +238,18 @@ def test_box_iou_torchvision_fails_where_detops_holds():
     assert detops.box_iou(a.half(), a.half(), fmt="cxcywhr").dtype == torch.float32
 
 
+def test_pair_torchvision_gets_wrong():
+    # A pair of the benchmark's uniform workload where torchvision 0.29 returns 0.0568; shapely and the
+    # reference give 0.1147.
+    a = torch.tensor([[84.58161163330078, 712.3807373046875, 143.77459716796875, 147.11044311523438,
+                       -8.7402925491333]])
+    b = torch.tensor([[116.1439208984375, 716.96484375, 90.98207092285156, 28.01889419555664, 6.977433204650879]])
+    want = ref.iou_pair(a[0].tolist(), b[0].tolist())
+    assert abs(want - 0.1147042885) < 1e-9
+    assert abs(detops.box_iou(a, b, fmt="cxcywhr").item() - want) < 1e-6
+    assert abs(detops.box_iou(a.double(), b.double(), fmt="cxcywhr").item() - want) < 1e-12
+
+
 @pytest.mark.parametrize("dtype", (torch.float32, torch.float64, torch.int64))
 def test_box_convert_matches_torchvision(dtype, gen):
     boxes = {"cxcywhr": rand_rotated(30, gen, spread=100, size=50, angles=180)}
