@@ -171,6 +171,7 @@ def test_nan_and_inf_give_nan(device):
     assert detops.box_iou_rotated_aligned(b, a).isnan().all()
     m = detops.box_iou_rotated(torch.cat([a, b[:1]]), b[:2])
     assert m[:-1].isnan().all() and (m[-1] == 1).all()
+    assert detops.box_iou_rotated(b[:2], a).isnan().all()  # the bad boxes on the column side too
 
 
 def test_dtypes(device, gen):

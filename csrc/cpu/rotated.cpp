@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "ops/nms.h"
@@ -23,6 +24,49 @@ std::vector<RotatedBox<T>> load_all(const T* p, int64_t count) {
   return v;
 }
 
+// One batch entry of b: the boxes, plus their centres and circumradii as columns for the vectorised
+// disjointness pass (radius NaN for a box with a non-finite value, so that pass never decides for it).
+template <typename T>
+struct RotatedColumns {
+  std::vector<RotatedBox<T>> boxes;
+  std::vector<T> cx, cy, radius;
+  void load(const T* p, int64_t m) {
+    boxes = load_all(p, m);
+    cx.resize(m), cy.resize(m), radius.resize(m);
+    for (int64_t j = 0; j < m; ++j) {
+      const bool ok = rotated_finite(boxes[j]);
+      cx[j] = boxes[j].cx, cy[j] = boxes[j].cy;
+      radius[j] = ok ? boxes[j].radius : static_cast<T>(NAN);
+    }
+  }
+};
+
+// A row of the matrix in two passes: a branch-free pass (which the compiler vectorises) writes 0 for
+// every box whose circumscribed circle is apart from the row box's, as rotated_iou's own early exit
+// would, and marks the others; then rotated_iou runs on the marked ones only.
+template <typename T>
+void rotated_row(const RotatedBox<T>& ai, const RotatedColumns<T>& bc, int64_t m, T* row, uint8_t* near) {
+  if (!rotated_finite(ai)) {
+    for (int64_t j = 0; j < m; ++j) row[j] = rotated_iou(ai, bc.boxes[j]);
+    return;
+  }
+  const T* cx = bc.cx.data();
+  const T* cy = bc.cy.data();
+  const T* rb = bc.radius.data();
+  const T inf = std::numeric_limits<T>::infinity();
+  for (int64_t j = 0; j < m; ++j) {
+    const T dx = cx[j] - ai.cx, dy = cy[j] - ai.cy;
+    const T reach = (ai.radius + rb[j]) * T(1.0001);
+    const T d2 = dx * dx + dy * dy;
+    // Infinite distances (a centre at infinity) and NaN radii go to rotated_iou, which gives NaN.
+    const bool apart = d2 > reach * reach && d2 < inf;
+    near[j] = !apart;
+    row[j] = T(0);
+  }
+  for (int64_t j = 0; j < m; ++j)
+    if (near[j]) row[j] = rotated_iou(ai, bc.boxes[j]);
+}
+
 template <typename T>
 void pairwise_rotated(RotatedPairwiseProblem& p) {
   const T* a = p.a.data_ptr<T>();
@@ -31,18 +75,17 @@ void pairwise_rotated(RotatedPairwiseProblem& p) {
   const int64_t n = p.n, m = p.m;
   // Each distinct batch entry of b is loaded once (its angles' sines and cosines), then reused by every row.
   const int64_t b_entries = p.b_batch_stride == 0 ? 1 : p.batch;
-  std::vector<std::vector<RotatedBox<T>>> bl(static_cast<size_t>(b_entries));
+  std::vector<RotatedColumns<T>> bl(static_cast<size_t>(b_entries));
   at::parallel_for(0, b_entries, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t e = begin; e < end; ++e) bl[e] = load_all(b + e * p.b_batch_stride, m);
+    for (int64_t e = begin; e < end; ++e) bl[e].load(b + e * p.b_batch_stride, m);
   });
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(m, 1));
   at::parallel_for(0, p.batch * n, grain, [&](int64_t begin, int64_t end) {
+    std::vector<uint8_t> near(static_cast<size_t>(m));
     for (int64_t r = begin; r < end; ++r) {
       const int64_t e = r / n, i = r % n;
       const RotatedBox<T> ai = load_rotated(a + e * p.a_batch_stride + 5 * i);
-      const RotatedBox<T>* be = bl[p.b_batch_stride == 0 ? 0 : e].data();
-      T* row = out + r * m;
-      for (int64_t j = 0; j < m; ++j) row[j] = rotated_iou(ai, be[j]);
+      rotated_row(ai, bl[p.b_batch_stride == 0 ? 0 : e], m, out + r * m, near.data());
     }
   });
 }
