@@ -40,7 +40,7 @@ def _promote(boxes1: Tensor, boxes2: Tensor):
 def _check_width(boxes: Tensor, fmt: str, name: str) -> None:
     k = _WIDTH[fmt]
     if boxes.dim() < 1 or boxes.shape[-1] != k:
-        raise ValueError(f"{name} in format {fmt!r} must have shape [..., {k}], got {list(boxes.shape)}")
+        raise ValueError(f"{name} must have shape [..., {k}] for fmt={fmt!r}, got {list(boxes.shape)}")
 
 
 def _as_cxcywhr(boxes: Tensor, fmt: str, name: str) -> Tensor:

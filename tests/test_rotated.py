@@ -278,9 +278,9 @@ def test_box_convert_between_rotated_and_axis_aligned_raises():
 
 def test_errors(device):
     z = lambda *s, **kw: torch.zeros(*s, device=device, **kw)  # noqa: E731
-    with pytest.raises(ValueError, match=r"boxes1 in format 'cxcywhr' must have shape \[\.\.\., 5\]"):
+    with pytest.raises(ValueError, match=r"boxes1 must have shape \[\.\.\., 5\] for fmt='cxcywhr'"):
         detops.box_iou(z(3, 4), z(2, 5), fmt="cxcywhr")
-    with pytest.raises(ValueError, match=r"boxes2 in format 'xyxyxyxy' must have shape \[\.\.\., 8\]"):
+    with pytest.raises(ValueError, match=r"boxes2 must have shape \[\.\.\., 8\] for fmt='xyxyxyxy'"):
         detops.box_iou(z(3, 8), z(2, 5), fmt="xyxyxyxy")
     with pytest.raises(RuntimeError, match="boxes1 must have shape"):
         detops.box_iou_rotated(z(3, 4), z(2, 5))
