@@ -426,3 +426,11 @@ def test_cuda_matches_cpu(gen):
     boxes, scores, idxs = clustered(3000, gen, classes=4)
     assert torch.equal(detops.batched_nms_rotated(boxes.cuda(), scores.cuda(), idxs.cuda(), 0.5).cpu(),
                        detops.batched_nms_rotated(boxes, scores, idxs, 0.5))
+
+
+def test_radians_to_degrees():
+    boxes = torch.tensor([[1.0, 2.0, 3.0, 4.0, math.pi / 2], [0.0, 0.0, 1.0, 1.0, -math.pi]], dtype=torch.float64)
+    got = rotated.radians_to_degrees(boxes)
+    torch.testing.assert_close(got, torch.tensor([[1.0, 2.0, 3.0, 4.0, 90.0], [0.0, 0.0, 1.0, 1.0, -180.0]],
+                                                 dtype=torch.float64))
+    assert boxes[0, 4] == math.pi / 2  # the input is left alone
