@@ -29,16 +29,20 @@ from detops.hard_negatives import hard_negative_mining, softmax_cross_entropy  #
 from detops.matching import match_boxes, match_priors  # noqa: E402
 from detops.nms import batched_nms, multiclass_nms, nms, soft_nms  # noqa: E402
 from detops.patch import patch_torchvision  # noqa: E402
+from detops.rotated import batched_nms_rotated, box_iou_rotated, box_iou_rotated_aligned, nms_rotated  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "batched_nms",
+    "batched_nms_rotated",
     "box_area",
     "box_convert",
     "box_iof",
     "box_iou",
     "box_iou_aligned",
+    "box_iou_rotated",
+    "box_iou_rotated_aligned",
     "box_overlap",
     "complete_box_iou",
     "complete_box_iou_loss",
@@ -53,6 +57,7 @@ __all__ = [
     "match_priors",
     "multiclass_nms",
     "nms",
+    "nms_rotated",
     "patch_torchvision",
     "soft_nms",
     "softmax_cross_entropy",

@@ -173,3 +173,45 @@ def _coco_accumulate_fake(status, scores, rank, class_offsets, positives, rec_th
     precision = scores.new_empty((T, R, K, A, M), dtype=torch.float64)
     recall = scores.new_empty((T, K, A, M), dtype=torch.float64)
     return precision, recall, scores.new_empty((T, R, K, A, M), dtype=torch.float64)
+
+
+# ---- rotated (csrc/ops/rotated.cpp) ----
+
+
+def _check_rotated(t, name, min_dim=1):
+    torch._check(t.dim() >= min_dim and t.shape[-1] == 5,
+                 lambda: f"{name} must have shape [..., 5] (cx, cy, w, h, angle), got {list(t.shape)}")
+
+
+@register_fake("detops::box_iou_rotated")
+def _box_iou_rotated_fake(boxes1, boxes2):
+    _check_rotated(boxes1, "boxes1", 2)
+    _check_rotated(boxes2, "boxes2", 2)
+    lead = torch.broadcast_shapes(boxes1.shape[:-2], boxes2.shape[:-2])
+    shape = (*lead, boxes1.shape[-2], boxes2.shape[-2])
+    return boxes1.new_empty(shape, dtype=result_dtype(boxes1.dtype, False))
+
+
+@register_fake("detops::box_iou_rotated_aligned")
+def _box_iou_rotated_aligned_fake(boxes1, boxes2):
+    _check_rotated(boxes1, "boxes1")
+    _check_rotated(boxes2, "boxes2")
+    return boxes1.new_empty(boxes1.shape[:-1], dtype=result_dtype(boxes1.dtype, True))
+
+
+def _check_nms_rotated_args(boxes, scores):
+    torch._check(boxes.dim() == 2 and boxes.shape[1] == 5,
+                 lambda: f"boxes must have shape [N, 5] (cx, cy, w, h, angle), got {list(boxes.shape)}")
+    torch._check(scores.dim() == 1 and scores.shape[0] == boxes.shape[0], lambda: "scores must have shape [N]")
+
+
+@register_fake("detops::nms_rotated")
+def _nms_rotated_fake(boxes, scores, iou_threshold):
+    _check_nms_rotated_args(boxes, scores)
+    return _dynamic_index_tensor(boxes)
+
+
+@register_fake("detops::batched_nms_rotated")
+def _batched_nms_rotated_fake(boxes, scores, idxs, iou_threshold):
+    _check_nms_rotated_args(boxes, scores)
+    return _dynamic_index_tensor(boxes)

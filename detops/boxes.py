@@ -11,6 +11,7 @@ import torchvision
 from torch import Tensor
 
 _AXIS_ALIGNED = ("xyxy", "xywh", "cxcywh")
+_ROTATED = ("cxcywhr", "xywhr", "xyxyxyxy")
 
 
 def box_overlap(boxes1: Tensor, boxes2: Tensor, mode: str = "iou", eps: float = 1e-7) -> Tensor:
@@ -53,12 +54,16 @@ def box_iou(boxes1: Tensor, boxes2: Tensor, fmt: str = "xyxy") -> Tensor:
     Args:
         boxes1 (Tensor[..., N, 4]): first set of boxes, in format ``fmt``.
         boxes2 (Tensor[..., M, 4]): second set of boxes, in format ``fmt``.
-        fmt (str): ``"xyxy"`` (default), ``"xywh"`` or ``"cxcywh"``. Rotated formats are left to
-            torchvision.
+        fmt (str): ``"xyxy"`` (default), ``"xywh"`` or ``"cxcywh"``; or a rotated format, ``"cxcywhr"``,
+            ``"xywhr"`` or ``"xyxyxyxy"`` (:func:`detops.rotated.box_iou`, last dimension 5 or 8).
 
     Returns:
         Tensor[..., N, M]: IoU values; NaN where both boxes have zero area (0 / 0), as torchvision.
     """
+    if fmt in _ROTATED:  # rotated boxes: detops.rotated (docs/rotated.md)
+        from detops import rotated
+
+        return rotated.box_iou(boxes1, boxes2, fmt)
     return box_overlap(_to_xyxy(boxes1, fmt), _to_xyxy(boxes2, fmt), "iou")
 
 
@@ -199,7 +204,7 @@ def _upcast(t: Tensor) -> Tensor:
 def box_convert(boxes: Tensor, in_fmt: str, out_fmt: str) -> Tensor:
     """Converts boxes between ``"xyxy"``, ``"xywh"`` and ``"cxcywh"``, as ``torchvision.ops.box_convert``.
 
-    Rotated formats (``"xywhr"``, ``"cxcywhr"``, ``"xyxyxyxy"``) are passed on to torchvision.
+    Rotated formats (``"xywhr"``, ``"cxcywhr"``, ``"xyxyxyxy"``): :func:`detops.rotated.box_convert`.
 
     Args:
         boxes (Tensor[..., 4]): boxes in ``in_fmt``; any leading dimensions.
@@ -207,6 +212,10 @@ def box_convert(boxes: Tensor, in_fmt: str, out_fmt: str) -> Tensor:
     Returns:
         Tensor[..., 4]: a new tensor in ``out_fmt``, same dtype.
     """
+    if in_fmt in _ROTATED or out_fmt in _ROTATED:  # rotated boxes: detops.rotated (docs/rotated.md)
+        from detops import rotated
+
+        return rotated.box_convert(boxes, in_fmt, out_fmt)
     if in_fmt not in _AXIS_ALIGNED or out_fmt not in _AXIS_ALIGNED:
         return torchvision.ops.box_convert(boxes, in_fmt, out_fmt)
     if in_fmt == out_fmt:
