@@ -41,3 +41,25 @@ def test_the_check_catches_a_kernel_over_the_register_file():
     assert any("66 registers x 1024 threads" in p for p in problems)
     assert kr.check(entries, {"pairwise_kernel": 256}) == []
     assert any("no __launch_bounds__" in p for p in kr.check(entries, {"pairwise_kernel": None}))
+
+
+def test_every_cuda_guard_follows_the_device_checks():
+    # A CUDAGuard built from an argument before prepare_*'s same-device check turns a CPU/CUDA mix into c10's
+    # "CUDAGuardImpl initialized with non-CUDA DeviceType"; built after it, from the checked tensor, the user
+    # gets detops' "same device" message. Checked in the sources, so it holds without a GPU.
+    import glob
+    import re
+
+    early = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu"))):
+        with open(path) as f:
+            src = f.read()
+        # Each host entry point: from a line starting a function returning a tensor (or tuple) to the next one.
+        for body in re.split(r"\n(?=(?:at::Tensor|std::tuple|void)\s+\w+_cuda\()", src)[1:]:
+            if "Problem&" in body.split("{", 1)[0]:
+                continue  # takes a problem prepare_* already checked
+            guard = body.find("CUDAGuard")
+            prepare = body.find("prepare_")
+            if guard != -1 and (prepare == -1 or guard < prepare):
+                early.append(f"{os.path.basename(path)}: {body.split('(')[0].split()[-1]}")
+    assert not early, f"CUDAGuard before the prepare_* device checks in {early}"

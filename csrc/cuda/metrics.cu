@@ -80,9 +80,9 @@ __global__ void __launch_bounds__(cuda::kThreads) coco_accumulate_kernel(const u
 at::Tensor coco_match_cuda(const at::Tensor& dt_boxes, const at::Tensor& gt_boxes, const at::Tensor& gt_crowd,
                            const at::Tensor& gt_ignore, const at::Tensor& dt_offsets, const at::Tensor& gt_offsets,
                            at::ArrayRef<double> iou_thresholds) {
-  const c10::cuda::CUDAGuard guard(dt_boxes.device());
   CocoMatchProblem p =
       prepare_coco_match(dt_boxes, gt_boxes, gt_crowd, gt_ignore, dt_offsets, gt_offsets, iou_thresholds);
+  const c10::cuda::CUDAGuard guard(p.dt_boxes.device());  // after prepare_*'s device checks
   TORCH_CHECK(p.T <= kMaxThresholds, "coco_match on CUDA takes at most ", kMaxThresholds, " IoU thresholds, got ",
               p.T);
   if (p.groups == 0 || p.D == 0 || p.G == 0) return p.matched;
@@ -114,9 +114,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cuda(const at::Te
                                                                     const at::Tensor& positives,
                                                                     const at::Tensor& rec_thresholds,
                                                                     at::IntArrayRef max_detections) {
-  const c10::cuda::CUDAGuard guard(status.device());
   CocoAccumulateProblem p =
       prepare_coco_accumulate(status, scores, rank, class_offsets, positives, rec_thresholds, max_detections);
+  const c10::cuda::CUDAGuard guard(p.status.device());  // after prepare_*'s device checks
   const int64_t jobs = p.T * p.K * p.A * p.M;
   if (jobs == 0) return {p.precision, p.recall, p.out_scores};
   TORCH_CHECK(p.M <= kMaxDetectionCaps, "coco_accumulate on CUDA takes at most ", kMaxDetectionCaps,
