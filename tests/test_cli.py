@@ -156,21 +156,46 @@ def test_bad_annotation_is_named_and_skipped(data, tmp_path):
     assert_user_error(detops("train", "--data", root, "--split", "empty", *TINY), "lists no images")
 
 
-def test_ctrl_c_stops_with_a_checkpoint_and_the_resume_command(data, tmp_path):
-    out = str(tmp_path / "run")
+def _interrupt_training(data, out, sig, delay, workers):
+    """Starts ``detops train`` in a session of its own and sends ``sig`` to the whole process group (what a
+    terminal's Ctrl-C does: the DataLoader workers get it too) ``delay`` seconds after the first epoch line."""
     cmd = [DETOPS or sys.executable, *([] if DETOPS else ["-m", "detops"]), "train", "--data", data, "--split",
-           "train", "--epochs", "1000", "--out", out, *TINY]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+           "train", "--epochs", "1000", "--out", out, *TINY[:6], "--workers", str(workers), *TINY[8:]]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                         start_new_session=True)
+    lines = []
     for line in p.stdout:  # wait until it is training
+        lines.append(line)
         if line.startswith("epoch "):
             break
+    time.sleep(delay)
     t0 = time.monotonic()
-    p.send_signal(signal.SIGINT)
-    stdout, stderr = p.communicate(timeout=60)
-    assert time.monotonic() - t0 < 30
-    assert p.returncode == 130, stderr
-    assert "resume with:" in stdout and "--resume" in stdout and "Traceback" not in stderr
-    state = torch.load(os.path.join(out, "last.pt"))
+    os.killpg(p.pid, sig)
+    try:
+        stdout, stderr = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        pytest.fail(f"{sig.name} after {delay} s: still running 60 s later")
+    return p.returncode, "".join(lines) + stdout, stderr, time.monotonic() - t0
+
+
+# Epochs of 2 steps with 2 workers: the workers are forked again every few tenths of a second, so the delays
+# put the signal inside steps, between epochs and while workers start (where it used to be lost).
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,delay,workers", [(signal.SIGINT, 0.0, 0), (signal.SIGINT, 0.0, 2),
+                                               (signal.SIGINT, 0.15, 2), (signal.SIGINT, 0.4, 2),
+                                               (signal.SIGINT, 0.9, 2), (signal.SIGTERM, 0.3, 2)],
+                         ids=["int-0s-noworkers", "int-0s", "int-0.15s", "int-0.4s", "int-0.9s", "term-0.3s"])
+def test_ctrl_c_stops_with_a_checkpoint_and_the_resume_command(data, tmp_path, sig, delay, workers):
+    out = str(tmp_path / "run")
+    status, stdout, stderr, seconds = _interrupt_training(data, out, sig, delay, workers)
+    assert seconds < 30, seconds
+    assert status == 128 + sig, (status, stdout, stderr)  # 130 for SIGINT, 143 for SIGTERM, as a shell reports
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    assert f"stopped ({sig.name})" in stdout and not stdout.rstrip().splitlines()[-1].startswith("done"), stdout
+    state = torch.load(os.path.join(out, "last.pt"))  # the checkpoint of the stop, whole
     assert state["step"] >= 2
+    assert f"step {state['step']};" in stdout  # the stop's own checkpoint, not an older one
     resume = stdout.split("resume with:")[1].strip().split()
     assert resume[0] == "detops" and resume[-2:] == ["--resume", os.path.join(out, "last.pt")]
