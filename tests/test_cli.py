@@ -199,3 +199,30 @@ def test_ctrl_c_stops_with_a_checkpoint_and_the_resume_command(data, tmp_path, s
     assert f"step {state['step']};" in stdout  # the stop's own checkpoint, not an older one
     resume = stdout.split("resume with:")[1].strip().split()
     assert resume[0] == "detops" and resume[-2:] == ["--resume", os.path.join(out, "last.pt")]
+
+
+def test_export_writes_a_program_that_detects_as_the_model(run_dir, data, tmp_path):
+    from detops.ssd.checkpoint import load_model
+    from detops.ssd.export import load
+
+    out, _ = run_dir
+    ckpt = os.path.join(out, "last.pt")
+    pt2 = str(tmp_path / "ssd.pt2")
+    r = detops("export", "--checkpoint", ckpt, "--out", pt2, "--batch-size", "2", "--min-score", "0.01",
+               "--top-k", "20")
+    assert r.returncode == 0, r.stderr
+    assert "[2, 3, 160, 160]" in r.stdout and "torch.export.load" in r.stdout
+    program = load(pt2)
+    model, _ = load_model(ckpt)
+    images = torch.randn(2, 3, 160, 160, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        got = program.module()(images)
+        want = model.detect_batched(*model(images), 0.01, 0.45, 20)
+    assert got[0].shape == (2, 20, 4) and int(got[3].sum()) > 0  # something above the low threshold
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+    # the program is not a checkpoint: the commands that take one say what it is and how to run it
+    assert_user_error(detops("eval", "--checkpoint", pt2, "--data", data), "exported program",
+                      "detops.ssd.export.load")
+    assert_user_error(detops("export", "--checkpoint", ckpt, "--out", str(tmp_path / "nope" / "x.pt2")),
+                      "does not exist")
