@@ -88,6 +88,18 @@ def test_eval_json_and_detect_formats(run_dir, data, tmp_path):
     assert "mAP" in r.stdout and "images/s" in r.stdout
     result = json.load(open(js))
     assert set(result["ap_voc07"]) == set(DEFAULT_CLASSES) and "map" in result
+    assert result["map"] == result["map_voc07"]
+    r = detops("eval", "--checkpoint", ckpt, "--data", data, "--split", "test", "--metric", "voc", "--json", js)
+    assert r.returncode == 0, r.stderr
+    voc = json.load(open(js))
+    assert voc["metric"] == "voc" and voc["map"] == voc["map_area"] == result["map_area"]
+    r = detops("eval", "--checkpoint", ckpt, "--data", data, "--split", "test", "--metric", "coco", "--json", js)
+    assert r.returncode == 0, r.stderr
+    assert "AP (COCO)" in r.stdout and "map_coco_50" in r.stdout
+    coco = json.load(open(js))
+    assert set(coco["ap_coco"]) == set(DEFAULT_CLASSES) and coco["map"] == coco["map_coco"]
+    assert all(0 <= coco[k] <= 1 for k in ("map_coco", "map_coco_50", "map_coco_75", "mar_coco_100"))
+    assert coco["map_coco"] <= coco["map_coco_50"]
 
     image = os.path.join(data, "JPEGImages", "000020.jpg")
     jpg = str(tmp_path / "det.jpg")
@@ -226,3 +238,14 @@ def test_export_writes_a_program_that_detects_as_the_model(run_dir, data, tmp_pa
                       "detops.ssd.export.load")
     assert_user_error(detops("export", "--checkpoint", ckpt, "--out", str(tmp_path / "nope" / "x.pt2")),
                       "does not exist")
+
+
+def test_demo_reports_voc07_and_coco_ap(tmp_path):
+    out = str(tmp_path / "demo")
+    r = detops("demo", "--out", out, "--train-images", "32", "--test-images", "8", "--epochs", "1",
+               "--batch-size", "16", "--width", "4", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "mAP (VOC07 11-point)" in r.stdout and "COCO AP@[.5:.95]" in r.stdout
+    summary = json.load(open(os.path.join(out, "results.json")))
+    assert 0 <= summary["map_coco"] <= summary["map_coco_50"] <= 1 and 0 <= summary["map_voc07"] <= 1
+    assert os.path.exists(os.path.join(out, "last.pt")) and os.path.exists(os.path.join(out, "loss_curve.png"))
