@@ -249,3 +249,12 @@ def test_demo_reports_voc07_and_coco_ap(tmp_path):
     summary = json.load(open(os.path.join(out, "results.json")))
     assert 0 <= summary["map_coco"] <= summary["map_coco_50"] <= 1 and 0 <= summary["map_voc07"] <= 1
     assert os.path.exists(os.path.join(out, "last.pt")) and os.path.exists(os.path.join(out, "loss_curve.png"))
+
+
+def test_python_m_synthetic_is_the_data_command(tmp_path):
+    out = str(tmp_path / "shapes")
+    r = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "detops.ssd.synthetic", out,
+                        "--train-images", "2", "--test-images", "1", "--size", "64"],
+                       capture_output=True, text=True, env=ENV, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "wrote 3 images" in r.stdout and len(os.listdir(os.path.join(out, "JPEGImages"))) == 3
