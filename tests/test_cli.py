@@ -258,3 +258,11 @@ def test_python_m_synthetic_is_the_data_command(tmp_path):
                        capture_output=True, text=True, env=ENV, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "wrote 3 images" in r.stdout and len(os.listdir(os.path.join(out, "JPEGImages"))) == 3
+
+
+def test_find_lr_plots_and_suggests(data, tmp_path):
+    out = str(tmp_path / "lr")
+    r = detops("train", "--data", data, "--split", "train", "--find-lr", "--find-lr-steps", "8", "--out", out, *TINY)
+    assert r.returncode == 0, r.stderr
+    assert "suggested --lr" in r.stdout and os.path.getsize(os.path.join(out, "lr_find.png")) > 0
+    assert not os.path.exists(os.path.join(out, "last.pt"))  # a range test, not a training run
