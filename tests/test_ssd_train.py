@@ -185,7 +185,12 @@ def test_validation_best_and_csv(cached, data, tmp_path, metric):
     assert best["best"] == max(r["map"] for r in seen) or all(r["map"] != r["map"] for r in seen)
     rows = open(csv_path).read().splitlines()
     assert rows[0].startswith("epoch,step,loss,lr") and len(rows) == 3
-    assert [float(row.split(",")[-1]) for row in rows[1:]] == [r["map"] for r in seen]  # numbers, not reprs
+    import csv
+
+    table = list(csv.DictReader(open(csv_path)))
+    assert [float(row["map"]) for row in table] == [r["map"] for r in seen]  # numbers, not reprs
+    other = "map_voc07" if metric == "voc07" else "map_coco_50"
+    assert [float(row[other]) for row in table] == [r[other] for r in seen]
 
 
 def test_coco_metric_ignores_difficult_objects_as_voc_does():
