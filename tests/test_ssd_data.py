@@ -223,6 +223,14 @@ def test_corrupt_image_in_a_worker_names_the_file(voc, tmp_path):
         next(iter(loader))
 
 
+def _box_xml(xmin, ymin, xmax, ymax):
+    """An annotation whose second object's box is the one given (the first is fine)."""
+    return (b"<annotation><filename>000004.jpg</filename><size><width>160</width><height>160</height></size>"
+            b"<object><name>circle</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax>"
+            b"</bndbox></object><object><name>square</name><bndbox><xmin>" + xmin + b"</xmin><ymin>" + ymin +
+            b"</ymin><xmax>" + xmax + b"</xmax><ymax>" + ymax + b"</ymax></bndbox></object></annotation>")
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
@@ -235,6 +243,9 @@ def test_corrupt_image_in_a_worker_names_the_file(voc, tmp_path):
             "corrupt",
         ),
         (b"<annotation><filename>missing.jpg</filename></annotation>", "does not exist"),
+        (_box_xml(b"nan", b"1", b"30", b"40"), r"object 1 \('square'\) has an invalid box.*not a finite number"),
+        (_box_xml(b"50", b"1", b"30", b"40"), r"object 1 \('square'\).*xmin=50.*xmin > xmax"),
+        (_box_xml(b"200", b"200", b"300", b"300"), r"object 1 \('square'\).*outside the 160x160 image"),
         (b"", "not well-formed"),
     ],
 )

@@ -45,6 +45,21 @@ def test_tiny_config_shapes():
     assert sum(p.numel() for p in model.parameters()) < 2_000_000
 
 
+@pytest.mark.parametrize("backbone,size", [("tiny", 160), ("vgg16", 300)])
+def test_forward_names_the_input_size(backbone, size):
+    # the tiny SSD fed 300x300 images would lay its feature maps over more cells than it has priors for
+    model = SSD300(3, backbone=backbone, width=4).eval()
+    other = 300 if size == 160 else 160
+    for shape in [(1, 3, other, other), (1, 3, size, other), (1, 1, size, size), (3, size, size)]:
+        with pytest.raises(ValueError) as info:
+            model(torch.zeros(shape))
+        message = str(info.value)
+        assert f"[B, 3, {size}, {size}]" in message and str(list(shape)) in message and "resize" in message
+    with torch.no_grad():
+        locs, _ = model(torch.zeros(2, 3, size, size))
+    assert locs.shape == (2, model.n_priors, 4)
+
+
 def test_priors_are_state_free_buffers():
     model = SSD300(3, backbone="tiny")
     assert "priors_cxcy" not in model.state_dict()

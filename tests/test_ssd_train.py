@@ -160,7 +160,8 @@ def test_ddp_two_gloo_processes(data, tmp_path):
 # ---------------------------------------------------------------------------------- validation, find_lr
 
 
-def test_validation_best_and_csv(cached, data, tmp_path):
+@pytest.mark.parametrize("metric", ["voc07", "coco"])
+def test_validation_best_and_csv(cached, data, tmp_path, metric):
     val = VOCDataset(data, "test", transforms=ssd_transforms(False, size=160), keep_difficult=True, classes=CLASSES)
     seen = []
 
@@ -169,17 +170,44 @@ def test_validation_best_and_csv(cached, data, tmp_path):
             seen.append(result)
 
     csv_path = str(tmp_path / "metrics.csv")
-    trainer = Trainer(_model(), cached, _cfg(epochs=2, val_every=1), device="cpu", checkpoint_dir=str(tmp_path),
+    trainer = Trainer(_model(), cached, _cfg(epochs=2, val_every=1, metric=metric), device="cpu",
+                      checkpoint_dir=str(tmp_path),
                       val_set=val, callbacks=[Record(), CSVLogger(csv_path)])
     trainer.fit()
     trainer.close()
     assert [r["epoch"] for r in seen] == [1, 2]
-    assert all("val_loss" in r and "map" in r and "ap_voc07" in r for r in seen)
+    per_class = "ap_voc07" if metric == "voc07" else "ap_coco"
+    assert all("val_loss" in r and isinstance(r["map"], float) and per_class in r for r in seen)
+    if metric == "coco":
+        assert all(r["map"] == r["map_coco"] and r["map_coco"] <= r["map_coco_50"] for r in seen)
     assert os.path.exists(tmp_path / "best.pt") and os.path.exists(tmp_path / "last.pt")
     best = torch.load(tmp_path / "best.pt")
     assert best["best"] == max(r["map"] for r in seen) or all(r["map"] != r["map"] for r in seen)
     rows = open(csv_path).read().splitlines()
     assert rows[0].startswith("epoch,step,loss,lr") and len(rows) == 3
+    import csv
+
+    table = list(csv.DictReader(open(csv_path)))
+    assert [float(row["map"]) for row in table] == [r["map"] for r in seen]  # numbers, not reprs
+    other = "map_voc07" if metric == "voc07" else "map_coco_50"
+    assert [float(row[other]) for row in table] == [r[other] for r in seen]
+
+
+def test_coco_metric_ignores_difficult_objects_as_voc_does():
+    from detops.ssd.evaluation import COCOMetric
+
+    gt = torch.tensor([[0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.9, 0.9]])
+    hit = {"boxes": gt[:1], "labels": torch.tensor([1]), "scores": torch.tensor([0.9])}
+    on_difficult = {"boxes": gt[1:] + 0.01, "labels": torch.tensor([2]), "scores": torch.tensor([0.8])}
+    both = {k: torch.cat([hit[k], on_difficult[k]]) for k in hit}
+    metric = COCOMetric(3)
+    metric.update([both], [{"boxes": gt, "labels": torch.tensor([1, 2]), "difficult": torch.tensor([0, 1])}])
+    with_difficult = metric.compute()
+    metric.reset()
+    metric.update([hit], [{"boxes": gt[:1], "labels": torch.tensor([1])}])
+    without = metric.compute()
+    assert with_difficult["map"] == without["map"] == pytest.approx(1.0, abs=1e-12)
+    assert with_difficult["ap_coco"][1] == pytest.approx(1.0, abs=1e-12) and with_difficult["ap_coco"][2] != with_difficult["ap_coco"][2]
 
 
 def test_find_lr_sweeps_and_restores(cached):

@@ -380,11 +380,14 @@ class VOC07Metric:
         iou_threshold (float): match threshold (strictly greater).
 
     ``update(preds, target)`` takes what :class:`VOCMeanAveragePrecision` takes. ``compute()`` returns
-    ``map`` (the headline value: VOC2007 11-point mAP), ``map_voc07``, ``map_area`` (all-point), ``ap_voc07``
-    and ``ap_area`` (``{label: AP}``).
+    ``map`` (the headline value: the ``headline`` count, VOC2007 11-point by default), ``map_voc07``,
+    ``map_area`` (all-point), ``ap_voc07`` and ``ap_area`` (``{label: AP}``).
     """
 
-    def __init__(self, n_classes: int, iou_threshold: float = 0.5) -> None:
+    def __init__(self, n_classes: int, iou_threshold: float = 0.5, headline: str = "voc07") -> None:
+        if headline not in METHODS:
+            raise ValueError(f"headline must be one of {METHODS}, got {headline!r}")
+        self.headline = headline
         self._metrics = {
             method: VOCMeanAveragePrecision(n_classes, method=method, iou_threshold=iou_threshold)
             for method in ("voc07", "area")
@@ -407,5 +410,5 @@ class VOC07Metric:
             r = m.compute()
             out[f"map_{method}"] = float(r["map"])
             out[f"ap_{method}"] = {int(c): float(v) for c, v in zip(r["classes"], r["map_per_class"])}
-        out["map"] = out["map_voc07"]
+        out["map"] = out[f"map_{self.headline}"]
         return out

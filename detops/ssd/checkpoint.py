@@ -92,6 +92,10 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     """
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if _is_exported_program(path):
+        raise CheckpointError(f"{path}: an exported program (detops export), not a training checkpoint; run it "
+                              "with detops.ssd.export.load(path).module()(images), or import detops before "
+                              "torch.export.load")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # a truncated zip, a pickle of arbitrary objects, ...
@@ -103,6 +107,16 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not a detops checkpoint (no 'model' entry)")
     return state
+
+
+def _is_exported_program(path: str) -> bool:
+    """Whether ``path`` is a ``torch.export.save`` archive (a zip with an ``archive_format`` entry)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.rsplit("/", 1)[-1] == "archive_format" for n in z.namelist())
 
 
 def build_model(n_classes: int, backbone: str = "vgg16", width: int = 16,

@@ -21,13 +21,77 @@ from detops.metrics import MeanAveragePrecision, format_ap_table
 from detops.metrics.voc import VOC07Metric
 from detops.ssd.voc import collate_fn
 
+class COCOMetric:
+    """COCO-style AP for the SSD's evaluation (:class:`detops.metrics.MeanAveragePrecision` underneath), with
+    plain values as the Trainer's loggers and ``detops eval`` take them.
+
+    ``update`` takes what :func:`evaluate` gives: ``difficult`` ground truth becomes COCO's ``iscrowd`` (it
+    is then ignored, as VOC ignores it: a detection on it is neither a hit nor a false positive).
+    ``compute()`` returns ``map`` (AP@[.5:.95], the headline), ``map_coco`` (the same), ``map_coco_50``,
+    ``map_coco_75``, ``mar_coco_100`` and ``ap_coco`` (``{label: AP@[.5:.95]}``, NaN for a class without
+    ground truth). COCO's small/medium/large split is left out: it reads areas in pixels of the original
+    image, and these boxes are fractional.
+    """
+
+    def __init__(self, n_classes: int) -> None:
+        self.n_classes = n_classes
+        self.inner = MeanAveragePrecision(num_classes=n_classes)
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+    def update(self, preds, target) -> None:
+        target = [{"boxes": t["boxes"], "labels": t["labels"],
+                   "iscrowd": t.get("difficult", torch.zeros(len(t["labels"]), dtype=torch.bool)).to(torch.uint8)}
+                  for t in target]
+        self.inner.update(preds, target)
+
+    def compute(self) -> Dict:
+        r = self.inner.compute()
+
+        def value(x) -> float:
+            v = float(x)
+            return v if v >= 0 else math.nan  # -1: undefined (no ground truth)
+
+        out = {"map": value(r["map"]), "map_coco": value(r["map"]), "map_coco_50": value(r["map_50"]),
+               "map_coco_75": value(r["map_75"]), "mar_coco_100": value(r["mar_100"])}
+        per_class = {int(c): value(v) for c, v in zip(r["classes"], r["map_per_class"])}
+        out["ap_coco"] = {c: per_class.get(c, math.nan) for c in range(1, self.n_classes)}
+        return out
+
+
+class MetricSet:
+    """Several metrics fed the same detections: ``compute()`` merges their results, the first metric's keys
+    (its ``map`` the headline) winning where two give the same key. The demo reports VOC07 and COCO AP
+    this way from one pass over the images."""
+
+    def __init__(self, *metrics) -> None:
+        self.metrics = metrics
+
+    def reset(self) -> None:
+        for m in self.metrics:
+            m.reset()
+
+    def update(self, preds, target) -> None:
+        for m in self.metrics:
+            m.update(preds, target)
+
+    def compute(self) -> Dict:
+        out: Dict = {}
+        for m in self.metrics:
+            for k, v in m.compute().items():
+                out.setdefault(k, v)
+        return out
+
+
 METRICS: Dict[str, Callable[[int], object]] = {
     "voc07": lambda n_classes: VOC07Metric(n_classes),
-    # COCO's small/medium/large split reads box areas in the boxes' own units: the SSD's boxes are
-    # fractional, so every object is "small" there; the AP/AR over all areas are unaffected.
-    "coco": lambda n_classes: MeanAveragePrecision(num_classes=n_classes),
+    "voc": lambda n_classes: VOC07Metric(n_classes, headline="area"),
+    "coco": lambda n_classes: COCOMetric(n_classes),
 }
-"""Metric name -> ``factory(n_classes)``; every factory's metric has ``update``/``compute``/``reset``."""
+"""Metric name -> ``factory(n_classes)``; every factory's metric has ``update``/``compute``/``reset`` and its
+``compute()`` gives floats and per-class ``ap_*`` dicts: ``voc07`` (VOC2007 11-point mAP as the headline,
+all-point beside it), ``voc`` (the same two, all-point as the headline), ``coco`` (:class:`COCOMetric`)."""
 
 
 def make_metric(name: str, n_classes: int):
@@ -95,7 +159,7 @@ def format_result(result: Dict, class_names: Optional[Sequence[str]] = None) -> 
     columns = {key: value for key, value in result.items() if key.startswith("ap_") and isinstance(value, dict)}
     if columns:
         names = list(class_names) if class_names is not None else [str(k) for k in sorted(next(iter(columns.values())))]
-        titles = {"ap_voc07": "AP (VOC07)", "ap_area": "AP (area)"}
+        titles = {"ap_voc07": "AP (VOC07)", "ap_area": "AP (all-point)", "ap_coco": "AP (COCO)"}
         lines.append(format_ap_table(names, {titles.get(k, k): v for k, v in columns.items()}))
     scalars = [f"{k} {float(v):.4f}" for k, v in result.items() if k.startswith("map") and not isinstance(v, dict)]
     if scalars:

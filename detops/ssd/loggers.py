@@ -96,9 +96,12 @@ class EpochPrinter(TrainerCallback):
 
 class CSVLogger(TrainerCallback):
     """Appends one row per epoch to ``path``: epoch, step, loss, lr, images_per_s, seconds, and the validation
-    values of that epoch (empty when it was not validated). A resumed run appends to the same file."""
+    values of that epoch: the loss, ``map`` (the metric's headline) and the values of the other metrics'
+    columns (empty when the epoch was not validated or the metric does not give them). A resumed run appends
+    to the same file."""
 
-    FIELDS = ("epoch", "step", "loss", "lr", "images_per_s", "seconds", "val_loss", "map")
+    VALUES = ("val_loss", "map", "map_voc07", "map_area", "map_coco", "map_coco_50", "map_coco_75", "mar_coco_100")
+    FIELDS = ("epoch", "step", "loss", "lr", "images_per_s", "seconds") + VALUES
 
     def __init__(self, path: str):
         self.path = path
@@ -110,8 +113,8 @@ class CSVLogger(TrainerCallback):
 
     def on_validation(self, trainer, result):
         if self._pending is not None:
-            self._pending["val_loss"] = result.get("val_loss", "")
-            self._pending["map"] = result.get("map", "")
+            for k in self.VALUES:
+                self._pending[k] = result.get(k, "")
 
     def _flush(self):
         if self._pending is None:

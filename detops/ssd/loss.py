@@ -1,4 +1,4 @@
-"""The MultiBox loss (SPEC "MultiBox loss"): localisation over positive priors plus confidence over positives and
+"""The MultiBox loss of the SSD paper: localisation over positive priors plus confidence over positives and
 hard negatives, both divided by the batch's number of positives. Matching, the per-prior cross-entropy that
 ranks the negatives, and mining run as detops kernels."""
 
@@ -13,7 +13,7 @@ from detops.matching import match_priors, pack_targets
 
 
 class MultiBoxLoss(nn.Module):
-    """The SSD loss, with the tutorial's interface (seed 002: ``MultiBoxLoss(priors_cxcy, threshold,
+    """The SSD loss, with the PyTorch SSD tutorial's interface (``MultiBoxLoss(priors_cxcy, threshold,
     neg_pos_ratio, alpha)`` and ``forward(predicted_locs, predicted_scores, boxes, labels)``).
 
     ``loss = (sum of cross-entropy over positives and hard negatives) / N + alpha * loc``, where N is the

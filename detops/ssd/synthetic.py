@@ -299,3 +299,11 @@ def generate_voc_dataset(
         "n_objects": n_objects,
         "n_difficult": n_difficult,
     }
+
+
+if __name__ == "__main__":  # python -m detops.ssd.synthetic OUT ... is detops data synthetic OUT ...
+    import sys
+
+    from detops.cli import main
+
+    sys.exit(main(["data", "synthetic", *sys.argv[1:]]))

@@ -109,6 +109,19 @@ def distributed_env() -> Dict[str, int]:
             "local_rank": int(os.environ.get("LOCAL_RANK", 0))}
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C and SIGTERM to the training process.
+
+    A terminal's Ctrl-C, and many schedulers' SIGTERM, reach the whole process group. A worker that dies of
+    it (torch's worker handler exits on a SIGTERM from anyone but its parent) makes the loader raise "worker
+    exited unexpectedly" in the middle of the stop, sometimes from a garbage-collected iterator, where it is
+    only printed. The training process stops at the end of its step and shuts the workers down itself; a
+    worker whose parent is gone exits by itself.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class _SkippingSampler(Sampler):
     """Another sampler's order with its first ``skip`` indices left out (resuming inside an epoch)."""
 
@@ -180,7 +193,8 @@ class Trainer:
         self.loader_generator = torch.Generator()
         self.loader = DataLoader(train_set, batch_size=self.cfg.batch_size, sampler=self.sampler,
                                  collate_fn=collate_fn, num_workers=self.cfg.num_workers, drop_last=True,
-                                 pin_memory=self.device.type == "cuda", generator=self.loader_generator)
+                                 pin_memory=self.device.type == "cuda", generator=self.loader_generator,
+                                 worker_init_fn=_ignore_stop_signals)
         self.steps_per_epoch = len(inner) // self.cfg.batch_size
         if self.steps_per_epoch == 0:
             raise ValueError(f"the training set ({len(train_set)} images) is smaller than one batch "
@@ -263,7 +277,18 @@ class Trainer:
         self._emit("on_epoch_start")
         t0 = time.perf_counter()
         done = 0
-        for images, boxes, labels, _ in self.loader:
+        batches = iter(self.loader)
+        while True:
+            try:
+                images, boxes, labels, _ = next(batches)
+            except StopIteration:
+                break
+            except RuntimeError:
+                # A worker forked just as a stop signal reached the process group dies of it before
+                # _ignore_stop_signals runs; the stop was requested, so the epoch ends here like any stop.
+                if self.stop_requested is None:
+                    raise
+                return None
             loss = self.train_step(images, boxes, labels)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss} at step {self.step}")

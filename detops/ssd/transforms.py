@@ -3,14 +3,15 @@
 Training, in the tutorial's order:
 
 1. photometric distortion: brightness, contrast, saturation, hue, each with probability 0.5, in random order
-   (the hue turn is a YIQ chroma rotation, :func:`rotate_hue`, ~20x cheaper than an HSV round trip);
+   (the hue turn is a YIQ chroma rotation, :func:`rotate_hue`: one 3x3 matrix product instead of an HSV
+   round trip);
 2. zoom out: expand the canvas 1-4x with probability 0.5, filled with the normalisation mean
    (``v2.RandomZoomOut``);
 3. IoU crop, the SSD sampler: minimum IoU with some box 0, 0.1, 0.3, 0.5, 0.7, 0.9 or no crop; sides 0.3-1 of
    the image's, aspect 0.5-2; boxes whose centres leave the crop are dropped with their labels and
    difficulties. :func:`sample_iou_crop` draws it with one :func:`detops.box_iou` call per option, not
-   ``v2.RandomIoUCrop``'s trial-by-trial loop (the geometric pipeline runs ~3x faster, see
-   benchmarks/bench_ssd_data.py), and ``v2.functional.crop`` applies it;
+   ``v2.RandomIoUCrop``'s trial-by-trial loop (benchmarks/bench_ssd_data.py times both), and
+   ``v2.functional.crop`` applies it;
 4. horizontal flip with probability 0.5 (``v2.RandomHorizontalFlip``);
 5. resize to ``size x size`` (``v2.Resize``), boxes made fractional, normalise.
 
@@ -51,8 +52,8 @@ _YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
 def rotate_hue(image: Tensor, turns: float) -> Tensor:
     """Shift the hue of a float ``[3, H, W]`` image in ``[0, 1]`` by ``turns`` of the colour wheel.
 
-    A rotation of the chroma plane in YIQ space: one 3x3 colour matrix, about 20x cheaper than the exact
-    HSV round trip of ``adjust_hue`` and the same to the eye for the small shifts augmentation uses
+    A rotation of the chroma plane in YIQ space: one 3x3 colour matrix instead of the exact HSV round trip
+    of ``adjust_hue`` (per-pixel max/min and branches), the same to the eye for the small shifts augmentation uses
     (luma is kept exactly; saturated colours may clip).
     """
     angle = -2 * torch.pi * float(turns)  # YIQ angles run opposite to HSV hue

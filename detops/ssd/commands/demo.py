@@ -2,7 +2,8 @@
 
 1. generate a synthetic VOC-format dataset (shapes on noisy backgrounds),
 2. train the small SSD (``SSD300(n, backbone="tiny")``, 160x160 input) on the CPU,
-3. evaluate it on the held-out test images (VOC07 11-point and all-point mAP, per-class AP table),
+3. evaluate it on the held-out test images (VOC07 11-point and all-point mAP with the per-class table, and
+   COCO AP@[.5:.95] and AP@.5 from the same detections),
 4. draw its detections on held-out images and plot the loss curve,
 5. print where everything went.
 """
@@ -34,7 +35,8 @@ def run(args) -> int:
     from detops.ssd.cached import CachedDataset
     from detops.ssd.checkpoint import build_model
     from detops.ssd.drawing import denormalize, draw_detections, plot_loss
-    from detops.ssd.evaluation import evaluate, format_result
+    from detops.metrics.voc import VOC07Metric
+    from detops.ssd.evaluation import COCOMetric, MetricSet, evaluate, format_result
     from detops.ssd.loggers import EpochPrinter, ProgressBar, TensorBoardLogger
     from detops.ssd.synthetic import SYNTHETIC_CLASSES, generate_voc_dataset
     from detops.ssd.trainer import TrainConfig, Trainer
@@ -79,7 +81,8 @@ def run(args) -> int:
         return 130
 
     print("[3/5] evaluating on the held-out images", flush=True)
-    result = evaluate(model, test_set, batch_size=64)
+    result = evaluate(model, test_set, MetricSet(VOC07Metric(model.n_classes), COCOMetric(model.n_classes)),
+                      batch_size=64)
     print(format_result(result, classes))
 
     print("[4/5] drawing detections and the loss curve", flush=True)
@@ -97,7 +100,8 @@ def run(args) -> int:
     plot_loss(trainer.history, curve, title="tiny SSD on synthetic shapes")
 
     total_s = time.perf_counter() - t_start
-    summary = {"map_voc07": result["map_voc07"], "map_area": result["map_area"], "train_seconds": train_s,
+    summary = {"map_voc07": result["map_voc07"], "map_area": result["map_area"], "map_coco": result["map_coco"],
+               "map_coco_50": result["map_coco_50"], "train_seconds": train_s,
                "total_seconds": total_s, "epochs": args.epochs, "train_images": len(train_set),
                "test_images": len(test_set), "eval_images_per_s": result["images_per_s"]}
     with open(os.path.join(out, "results.json"), "w") as f:
@@ -105,6 +109,7 @@ def run(args) -> int:
     print("[5/5] done")
     print(f"  mAP (VOC07 11-point) on {len(test_set)} held-out images: {result['map_voc07']:.3f}"
           f"   (all-point: {result['map_area']:.3f})")
+    print(f"  COCO AP@[.5:.95] {result['map_coco']:.3f}   AP@.5 {result['map_coco_50']:.3f}")
     print(f"  training {train_s:.0f} s, total {total_s:.0f} s")
     print(f"  dataset      {data}")
     print(f"  checkpoint   {trainer.last_path}")

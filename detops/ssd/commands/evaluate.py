@@ -17,7 +17,8 @@ def add_arguments(p) -> None:
     p.add_argument("--split", default="test", help="the split to evaluate")
     p.add_argument("--classes", default=None, help="as for train; default: the names stored in the checkpoint")
     p.add_argument("--metric", default="voc07", choices=sorted(METRICS),
-                   help="voc07: VOC07 11-point and all-point mAP, difficult objects ignored")
+                   help="voc07: VOC2007 11-point mAP (all-point beside it); voc: all-point (VOC2010+) first; "
+                        "coco: AP@[.5:.95], @.5, @.75, AR@100 (pycocotools' counting); difficult objects ignored")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     p.add_argument("--min-score", type=float, default=0.01, help="lowest class score a detection may have")
     p.add_argument("--max-overlap", type=float, default=0.45, help="NMS IoU threshold")
