@@ -1,0 +1,116 @@
+"""COCO-style evaluation (detops.metrics, kernels in csrc/*/metrics.*) against pycocotools and faster-coco-eval.
+
+Each side starts from the input format its users hold: detops from the per-image tensors a model returns
+(``update`` then ``compute``), the COCO tools from the ground-truth dataset and the results list as dicts
+(index, ``loadRes``, evaluate, accumulate, summarize). Converting the tensors to those dicts is left out of
+the baselines' time. The check compares the twelve summary numbers to 1e-9.
+"""
+
+import contextlib
+import copy
+import io
+
+import torch
+
+from detops.bench import workloads as W
+from detops.bench.registry import Pair, case
+
+W.WORKLOADS.setdefault(
+    "coco_like",
+    "COCO-like validation set: 640x480 images, 80 classes (4 per image), 0-14 objects of every size per image "
+    "(1% crowds, annotation areas 0.6-1x the box), 0-40 detections near the objects and elsewhere",
+)
+
+
+def _dataset(n_images):
+    from detops.metrics.workloads import coco_like
+
+    return coco_like(n_images=n_images, n_classes=80, seed=0)
+
+
+def _coco_dicts(preds, target):
+    images, anns, results, labels = [], [], [], set()
+    for i, (p, t) in enumerate(zip(preds, target)):
+        images.append({"id": i + 1})
+        g = t["boxes"].double()
+        g = torch.cat([g[:, :2], g[:, 2:] - g[:, :2]], 1)
+        for k, (b, lab, a, c) in enumerate(zip(g.tolist(), t["labels"].tolist(), t["area"].double().tolist(),
+                                                t["iscrowd"].tolist())):
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": lab, "bbox": b, "area": a,
+                         "iscrowd": int(c)})
+            labels.add(lab)
+        d = p["boxes"].double()
+        d = torch.cat([d[:, :2], d[:, 2:] - d[:, :2]], 1)
+        for b, lab, s in zip(d.tolist(), p["labels"].tolist(), p["scores"].double().tolist()):
+            results.append({"image_id": i + 1, "category_id": lab, "bbox": b, "score": s})
+            labels.add(lab)
+    gt = {"images": images, "annotations": anns, "categories": [{"id": c} for c in sorted(labels)]}
+    return gt, results
+
+
+def _detops(preds, target):
+    from detops.metrics import MeanAveragePrecision
+    from detops.metrics.coco import stats
+
+    metric = MeanAveragePrecision()
+    metric.update(preds, target)
+    return torch.tensor(stats(metric.compute()), dtype=torch.float64)
+
+
+def _on_device(preds, target, device):
+    mv = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
+    return [mv(p) for p in preds], [mv(t) for t in target]
+
+
+def _same_stats(ours, theirs):
+    diff = float((ours - theirs).abs().max())
+    return None if diff <= 1e-9 else f"summary numbers differ by {diff:.3g}: {ours.tolist()} vs {theirs.tolist()}"
+
+
+@case("metrics", "MeanAveragePrecision", "pycocotools COCOeval", "coco_like", sizes=("500", "5000"), quick=("50",),
+      requires=("pycocotools",), size_label="images")
+def coco_vs_pycocotools(dims, ctx):
+    """COCO bbox mAP (the twelve summary numbers) against pycocotools' COCO + loadRes + COCOeval."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    preds, target = _dataset(dims[0])
+    gt, results = _coco_dicts(preds, target)
+
+    def pycocotools(gt, results):
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_gt = COCO()
+            coco_gt.dataset = copy.deepcopy(gt)
+            coco_gt.createIndex()
+            e = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), "bbox")
+            e.evaluate()
+            e.accumulate()
+            e.summarize()
+        return torch.tensor(e.stats, dtype=torch.float64)
+
+    preds, target = _on_device(preds, target, ctx.device)
+    return Pair((preds, target), _detops, lambda p, t: pycocotools(gt, results), check=_same_stats,
+                dtype=torch.float32)
+
+
+@case("metrics", "MeanAveragePrecision", "faster-coco-eval", "coco_like", sizes=("500", "5000"), quick=("50",),
+      requires=("faster_coco_eval",), size_label="images")
+def coco_vs_faster_coco_eval(dims, ctx):
+    """COCO bbox mAP against faster-coco-eval's C++ COCOeval_faster (pycocotools' numbers, compiled)."""
+    from faster_coco_eval import COCO, COCOeval_faster
+
+    preds, target = _dataset(dims[0])
+    gt, results = _coco_dicts(preds, target)
+
+    def faster_coco_eval(gt, results):
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_gt = COCO(copy.deepcopy(gt))
+            e = COCOeval_faster(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), "bbox", print_function=print)
+            e.evaluate()
+            e.accumulate()
+            e.summarize()
+        return torch.tensor(e.stats[:12], dtype=torch.float64)
+
+    preds, target = _on_device(preds, target, ctx.device)
+    return Pair((preds, target), _detops, lambda p, t: faster_coco_eval(gt, results), check=_same_stats,
+                dtype=torch.float32)
