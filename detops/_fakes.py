@@ -173,3 +173,26 @@ def _coco_accumulate_fake(status, scores, rank, class_offsets, positives, rec_th
     precision = scores.new_empty((T, R, K, A, M), dtype=torch.float64)
     recall = scores.new_empty((T, K, A, M), dtype=torch.float64)
     return precision, recall, scores.new_empty((T, R, K, A, M), dtype=torch.float64)
+
+
+# ---- focal loss (csrc/ops/focal_loss.cpp) ----
+
+
+def _focal_dtype(inputs, targets):
+    torch._check(inputs.dtype.is_floating_point, lambda: f"inputs must be a floating-point tensor, got {inputs.dtype}")
+    torch._check(targets.dtype.is_floating_point,
+                 lambda: f"targets must be a floating-point tensor, got {targets.dtype}")
+    torch._check(targets.shape == inputs.shape,
+                 lambda: f"targets must have the shape of inputs {list(inputs.shape)}, got {list(targets.shape)}")
+    return torch.promote_types(inputs.dtype, targets.dtype)
+
+
+@register_fake("detops::sigmoid_focal_loss")
+def _sigmoid_focal_loss_fake(inputs, targets, alpha=0.25, gamma=2.0, reduction="none"):
+    dtype = _focal_dtype(inputs, targets)
+    return inputs.new_empty(inputs.shape if reduction == "none" else (), dtype=dtype)
+
+
+@register_fake("detops::sigmoid_focal_loss_backward")
+def _sigmoid_focal_loss_backward_fake(grad, inputs, targets, alpha, gamma, reduction):
+    return inputs.new_empty(inputs.shape, dtype=_focal_dtype(inputs, targets))
