@@ -4,6 +4,7 @@
 #include "ops/focal_loss.h"
 
 #include <ATen/ops/empty.h>
+#include <c10/core/ScalarType.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -32,7 +33,7 @@ at::ScalarType check_focal_args(const at::Tensor& inputs, const at::Tensor& targ
               "alpha must be in [0, 1], or -1 for no weighting, got ", alpha);
   TORCH_CHECK(!std::isnan(gamma), "gamma must not be NaN");
   // As torchvision's arithmetic does, mixed dtypes promote (float32 logits with float64 targets give float64).
-  return at::promote_types(inputs.scalar_type(), targets.scalar_type());
+  return c10::promoteTypes(inputs.scalar_type(), targets.scalar_type());
 }
 
 }  // namespace
