@@ -25,6 +25,7 @@ from detops.boxes import (  # noqa: E402
     generalized_box_iou_loss,
 )
 from detops.coding import decode_boxes, encode_boxes  # noqa: E402
+from detops.focal_loss import sigmoid_focal_loss  # noqa: E402
 from detops.hard_negatives import hard_negative_mining, softmax_cross_entropy  # noqa: E402
 from detops.matching import match_boxes, match_priors  # noqa: E402
 from detops.nms import batched_nms, multiclass_nms, nms, soft_nms  # noqa: E402
@@ -59,6 +60,7 @@ __all__ = [
     "nms",
     "nms_rotated",
     "patch_torchvision",
+    "sigmoid_focal_loss",
     "soft_nms",
     "softmax_cross_entropy",
 ]

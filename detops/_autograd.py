@@ -95,3 +95,27 @@ register_autograd("detops::box_iou_aligned", _box_iou_aligned_backward, setup_co
 register_autograd("detops::encode_boxes", _encode_backward, setup_context=_setup_coding)
 register_autograd("detops::decode_boxes", _decode_backward, setup_context=_setup_coding)
 register_autograd("detops::softmax_cross_entropy", _cross_entropy_backward, setup_context=_setup_cross_entropy)
+
+
+# ---- focal loss: the closed form for the logits (a kernel), the reference's gradient for the targets ----
+
+
+def _setup_focal(ctx, inputs, output):
+    x, t, alpha, gamma, reduction = inputs
+    ctx.save_for_backward(x, t)
+    ctx.args = (alpha, gamma, reduction)
+
+
+def _focal_backward(ctx, grad):
+    from detops.reference import focal_loss as ref_focal
+
+    x, t = ctx.saved_tensors
+    gx = gt = None
+    if ctx.needs_input_grad[0]:
+        gx = torch.ops.detops.sigmoid_focal_loss_backward(grad, x, t, *ctx.args).to(x.dtype)
+    if ctx.needs_input_grad[1]:
+        gt = _vjp(lambda a, b: ref_focal.sigmoid_focal_loss(a, b, *ctx.args), (x, t), grad, (False, True))[1]
+    return gx, gt, None, None, None
+
+
+register_autograd("detops::sigmoid_focal_loss", _focal_backward, setup_context=_setup_focal)

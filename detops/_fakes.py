@@ -215,3 +215,26 @@ def _nms_rotated_fake(boxes, scores, iou_threshold):
 def _batched_nms_rotated_fake(boxes, scores, idxs, iou_threshold):
     _check_nms_rotated_args(boxes, scores)
     return _dynamic_index_tensor(boxes)
+
+
+# ---- focal loss (csrc/ops/focal_loss.cpp) ----
+
+
+def _focal_dtype(inputs, targets):
+    torch._check(inputs.dtype.is_floating_point, lambda: f"inputs must be a floating-point tensor, got {inputs.dtype}")
+    torch._check(targets.dtype.is_floating_point,
+                 lambda: f"targets must be a floating-point tensor, got {targets.dtype}")
+    torch._check(targets.shape == inputs.shape,
+                 lambda: f"targets must have the shape of inputs {list(inputs.shape)}, got {list(targets.shape)}")
+    return torch.promote_types(inputs.dtype, targets.dtype)
+
+
+@register_fake("detops::sigmoid_focal_loss")
+def _sigmoid_focal_loss_fake(inputs, targets, alpha=0.25, gamma=2.0, reduction="none"):
+    dtype = _focal_dtype(inputs, targets)
+    return inputs.new_empty(inputs.shape if reduction == "none" else (), dtype=dtype)
+
+
+@register_fake("detops::sigmoid_focal_loss_backward")
+def _sigmoid_focal_loss_backward_fake(grad, inputs, targets, alpha, gamma, reduction):
+    return inputs.new_empty(inputs.shape, dtype=_focal_dtype(inputs, targets))

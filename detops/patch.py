@@ -13,8 +13,8 @@ the originals back exactly on undo. Use it as a context manager or call it and k
     handle.undo()
 
 Differences from torchvision, by design: boxes with a NaN score or coordinate are never kept (torchvision
-ranks NaN scores first), and tied scores are ordered by lower index (torchvision's per-class path for large
-inputs orders them arbitrarily). Models that stored ``box_ops.box_iou`` in an attribute at construction
+ranks NaN scores first). Tied scores come out of the patched ``batched_nms`` in torchvision's own order,
+so training draws the same proposals; detops' direct calls order ties by lower index. Models that stored ``box_ops.box_iou`` in an attribute at construction
 (``rpn.box_similarity``, ``roi_heads.box_similarity``; training-time matching only) keep torchvision's.
 """
 
@@ -27,19 +27,21 @@ from detops.nms import batched_nms as _detops_batched_nms
 from detops.nms import nms as _detops_nms
 
 
-def _nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
-    return _detops_nms(boxes, scores, iou_threshold)
-
-
 def _batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
-    return _detops_batched_nms(boxes, scores, idxs, iou_threshold)
+    """detops' kept boxes in torchvision's order. Its large-input path (more than 4000 coordinates on the
+    CPU, 100000 on CUDA) collects the kept indices in index order and orders them with one
+    ``torch.sort(descending=True)`` of their scores, which orders exactly tied scores its own way; the same
+    sort of the same indices gives the same order, so a model (the RPN's ROI sampler) sees the proposals
+    in the order it sees without the patch. Its small-input path is one ``nms``: decreasing score, ties by
+    lower index, which is detops' order already."""
+    keep = _detops_batched_nms(boxes, scores, idxs, iou_threshold)
+    if boxes.numel() > (4000 if boxes.device.type == "cpu" else 100_000):
+        keep = keep.sort().values
+        keep = keep[scores[keep].sort(descending=True)[1]]
+    return keep
 
 
-def _box_iou(boxes1: Tensor, boxes2: Tensor, fmt: str = "xyxy") -> Tensor:
-    return _detops_box_iou(boxes1, boxes2, fmt)
-
-
-_REPLACEMENTS: Dict[str, Callable[..., Any]] = {"nms": _nms, "batched_nms": _batched_nms, "box_iou": _box_iou}
+_REPLACEMENTS: Dict[str, Callable[..., Any]] = {"nms": _detops_nms, "batched_nms": _batched_nms, "box_iou": _detops_box_iou}
 _MISSING = object()
 
 

@@ -70,3 +70,19 @@ def test_detectors_same_detections(builder, low_threshold, device):
     setattr(getattr(model, owner) if owner else model, attr, value)
     g = torch.Generator().manual_seed(1)
     assert _same_detections(model, _images(g, device=device)) > 0
+
+
+def test_patched_batched_nms_keeps_torchvisions_tie_order():
+    # Many exactly tied scores, more than 4000 coordinates: torchvision's per-class path orders the ties by its
+    # sort; the patched batched_nms must give the same indices in the same order.
+    g = torch.Generator().manual_seed(0)
+    n = 3000
+    xy = torch.rand(n, 2, generator=g) * 1000
+    boxes = torch.cat([xy, xy + 5 + torch.rand(n, 2, generator=g) * 20], 1)
+    scores = (torch.rand(n, generator=g) * 8).floor() / 8
+    idxs = torch.randint(0, 5, (n,), generator=g)
+    for m in (n, 900):
+        want = tv_boxes.batched_nms(boxes[:m], scores[:m], idxs[:m], 0.5)
+        with detops.patch_torchvision():
+            got = tv_boxes.batched_nms(boxes[:m], scores[:m], idxs[:m], 0.5)
+        assert torch.equal(got, want)
