@@ -3,7 +3,13 @@
 import torch
 
 import detops
+from detops.bench import workloads as W
 from detops.bench.registry import Pair, case
+
+W.WORKLOADS.setdefault(
+    "retinanet_logits",
+    "RetinaNet classification logits [B, 49104, 91] (512x512 images), randn * 3, 0.1% positive targets",
+)
 
 
 def _retinanet_logits(images, ctx):
