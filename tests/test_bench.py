@@ -101,3 +101,21 @@ def test_bad_sizes_exit_2(sizes):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "size" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_report_markdown(tmp_path, capsys):
+    from detops.bench import report
+
+    out = tmp_path / "run.json"
+    assert cli.main(FAST + ["--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    doc["rows"].append(dict(doc["rows"][0], case="box_area/uniform/other", status="error", message="outputs differ"))
+    out.write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert report.main([str(out), "--note", "a planted note"]) == 0
+    md = capsys.readouterr().out
+    assert "python -m detops bench --ops box_area --sizes box_area:100 --min-time 0.001 --json BENCH.json" in md
+    assert "median ± half the interquartile range" in md and "> a planted note" in md
+    assert "### box_area" in md and "| uniform | 100 | torchvision |" in md
+    assert "`box_area/uniform/other` size 100: error: outputs differ" in md
+    assert "No GPU figures have been measured yet" in md
