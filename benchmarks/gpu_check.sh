@@ -76,34 +76,11 @@ build() {
   library_ready
 }
 
-# Which benchmark command exists: the detops bench command, else the benchmark scripts one by one.
-have_bench_cli() { "$PY" -m detops bench --help > /dev/null 2>&1; }
-
-bench_scripts() {  # quick|full: the per-family benchmark scripts on CUDA, tables under $OUT
-  local quick=$1 rc=0
-  if [ "$quick" = quick ]; then
-    "$PY" benchmarks/bench_boxes.py --device cuda --min-time 0.05 --out "$OUT" || rc=1
-    "$PY" benchmarks/bench_nms.py --device cuda --quick --no-tutorial --out "$OUT/bench_nms_quick.md" || rc=1
-    "$PY" benchmarks/bench_targets.py --device cuda --repeats 5 || rc=1
+bench() {  # quick|full: detops bench on CUDA, the JSON under $OUT
+  if [ "$1" = quick ]; then
+    "$PY" -m detops bench --device cuda --quick --no-progress --json "$OUT/bench_quick.json"
   else
-    "$PY" benchmarks/bench_boxes.py --device cuda --min-time 0.2 --out "$OUT" || rc=1
-    "$PY" benchmarks/bench_nms.py --device cuda --out "$OUT/bench_nms.md" || rc=1
-    "$PY" benchmarks/bench_targets.py --device cuda || rc=1
-    "$PY" benchmarks/bench_ssd.py --device cuda --out "$OUT" || rc=1
-  fi
-  return "$rc"
-}
-
-bench() {  # quick|full
-  if have_bench_cli; then
-    if [ "$1" = quick ]; then
-      "$PY" -m detops bench --device cuda --quick --json "$OUT/bench_quick.json"
-    else
-      "$PY" -m detops bench --device cuda --json "$OUT/bench_full.json"
-    fi
-  else
-    echo "(no 'detops bench' command: the benchmark scripts)"
-    bench_scripts "$1"
+    "$PY" -m detops bench --device cuda --no-progress --json "$OUT/bench_full.json"
   fi
 }
 
@@ -116,7 +93,7 @@ sanitizer() {  # TOOL: the smoke script under compute-sanitizer
 }
 
 export PY OUT
-export -f library_ready build have_bench_cli bench_scripts bench sanitizer
+export -f library_ready build bench sanitizer
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv > "$OUT/gpu.txt" 2>&1
 cat "$OUT/gpu.txt"
@@ -126,8 +103,10 @@ if [ "$CALL" = 1 ]; then
   step info 30 "$PY" -m detops info
   # Every cuda-marked test: the cuda cases of the device-parametrised behaviour tests and the CUDA-only
   # properties (no host sync, graph capture, autocast). -m cuda never runs a CPU case.
-  step tests_cuda 170 "$PY" -m pytest -q -m cuda -p no:cacheprovider -rfE --durations=15 tests \
+  step tests_cuda 240 "$PY" -m pytest -q -m cuda -p no:cacheprovider -rfE --durations=15 tests \
     --junitxml="$OUT/tests_cuda.xml"
+  step tests_registered 30 "$PY" -m pytest -q -p no:cacheprovider -rfE \
+    tests/test_package.py::test_cuda_kernels_registered_when_compiled
   step bench_quick 120 bench quick
 else
   library_ready > "$OUT/library_check.log" 2>&1 || step build 270 build || exit 1

@@ -105,7 +105,7 @@ def run(args) -> int:
     print(output.console_table(rows))
     print("\nTimes: median ±half the interquartile range (n = timed calls per side, after warm-up); speed-up = "
           "baseline median / detops median; floor = a fill of a fresh tensor as large as detops' output.")
-    settings = {"argv": sys.argv[1:], "ops": named, "sizes": sizes, "device": args.device, "dtype": args.dtype,
+    settings = {"argv": list(getattr(args, "argv", None) or sys.argv[1:]), "ops": named, "sizes": sizes, "device": args.device, "dtype": args.dtype,
                 "threads": torch.get_num_threads(), "seed": args.seed, "quick": args.quick, "min_time": min_time}
     if args.json:
         output.write_json(args.json, output.document(rows, machine, settings))
@@ -123,7 +123,9 @@ def run(args) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="detops bench")
     add_arguments(p)
-    return run(p.parse_args(argv))
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return run(args)
 
 
 if __name__ == "__main__":

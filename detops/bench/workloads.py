@@ -218,11 +218,11 @@ def retinanet_head(images, g, device="cpu", dtype=torch.float32, size=800, class
 
 def quality_matrix(objects, anchors, g, device="cpu", dtype=torch.float32) -> Tensor:
     """The "matcher" workload: IoU [objects, anchors] of uniform boxes (computed with the reference)."""
-    from detops.reference.boxes import box_iou
+    from detops.reference.boxes import box_overlap
 
     gt = uniform_boxes(objects, g, dtype=torch.float64)
     an = uniform_boxes(anchors, g, dtype=torch.float64)
-    return box_iou(gt, an).to(device, dtype)
+    return box_overlap(gt, an, "iou").to(device, dtype)
 
 
 def describe(name: Optional[str]) -> str:

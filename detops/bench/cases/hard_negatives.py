@@ -12,7 +12,7 @@ from detops.bench.registry import Pair, case
       size_label="images")
 def mining(dims, ctx):
     """hard_negative_mining (per-row selection) against the reference's per-row stable sort (same mask)."""
-    from detops.reference.matching import hard_negative_mining
+    from detops.reference.hard_negatives import hard_negative_mining
 
     g = ctx.generator()
     loss = torch.rand(dims[0], 8732, generator=g).to(ctx.device, ctx.dtype)
