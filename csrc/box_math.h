@@ -164,8 +164,10 @@ DETOPS_HD T aligned_overlap(IouMode mode, const Box<T>& a, const Box<T>& b, T ep
 
 // ---- Box coding (docs/ops.md, "Box coding"): deltas of a box relative to an anchor, both xyxy. ----
 
+// Doubles, as the schema's float[] gives them: each formula casts a weight to its compute type T, so float64
+// boxes are coded with the exact weights and float32 boxes with the same float(w) as before.
 struct CodingWeights {
-  float wx, wy, ww, wh;
+  double wx, wy, ww, wh;
 };
 
 // Each coding formula comes in two stages around its transcendental function (log to encode, exp to

@@ -14,6 +14,12 @@ from detops.reference import coding as ref_coding
 
 
 def _vjp(fn, inputs, grad, needs):
+    if torch.is_grad_enabled():
+        # backward(create_graph=True) (a gradient penalty, double backward): the gradient must itself be
+        # differentiable, so the reference runs on the saved inputs as they are, still attached to the graph.
+        wanted = [x for x, n in zip(inputs, needs) if n]
+        grads = iter(torch.autograd.grad(fn(*inputs), wanted, grad, allow_unused=True, create_graph=True))
+        return [next(grads) if n else None for n in needs]
     with torch.enable_grad():
         leaves = [x.detach().requires_grad_(n) for x, n in zip(inputs, needs)]
         out = fn(*leaves)

@@ -100,8 +100,8 @@ def match_priors(
 
     Args:
         gt_boxes: list of B tensors [G_i, 4] or padded Tensor[B, G, 4]; xyxy, fractional (or any unit the
-            priors use). G_i = 0 is allowed. On CPU, NaN coordinates or x2 < x1 / y2 < y1 raise; a zero-width
-            positive object gives -inf targets, as the tutorial's encoding does.
+            priors use). G_i = 0 is allowed. On CPU, non-finite (NaN, inf) coordinates or x2 < x1 / y2 < y1
+            raise; a zero-width positive object gives -inf targets, as the tutorial's encoding does.
         gt_labels: list of B tensors [G_i] or padded Tensor[B, G]; integers >= 0 (0 is background).
         priors_cxcy (Tensor[P, 4]): priors in center-size form (cx, cy, w, h), w and h > 0.
         threshold (float): the IoU at or above which a prior is positive, compared in the boxes' dtype.

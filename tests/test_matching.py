@@ -172,14 +172,15 @@ def test_faster_rcnn_weights_go_through_the_same_coding(device):
 
 
 # The checks that read values (the kernels' CPU twin runs them; csrc/ops/matching.cpp, check_match_values_cpu).
-CPU_VALUE_CHECKS = {"x2 >= x1", "NaN", ">= 0", "counts", "positive width"}
+CPU_VALUE_CHECKS = {"x2 >= x1", "finite", ">= 0", "counts", "positive width"}
 
 
 @pytest.mark.parametrize(
     "boxes, labels, priors, counts, message",
     [
         ([torch.tensor([[0.5, 0.1, 0.2, 0.4]])], [torch.tensor([1])], PRIORS, None, "x2 >= x1"),
-        ([torch.tensor([[0.1, float("nan"), 0.2, 0.4]])], [torch.tensor([1])], PRIORS, None, "NaN"),
+        ([torch.tensor([[0.1, float("nan"), 0.2, 0.4]])], [torch.tensor([1])], PRIORS, None, "finite"),
+        ([torch.tensor([[0.1, 0.1, float("inf"), 0.4]])], [torch.tensor([1])], PRIORS, None, "finite"),
         ([torch.tensor([[0.1, 0.1, 0.2, 0.4]])], [torch.tensor([-1])], PRIORS, None, ">= 0"),
         ([torch.tensor([[0.1, 0.1, 0.2, 0.4]])], [torch.tensor([1]), torch.tensor([2])], PRIORS, None, "images"),
         ([torch.tensor([[0.1, 0.1, 0.2, 0.4]])], [torch.tensor([1, 2])], PRIORS, None, "shape"),

@@ -22,8 +22,7 @@ CodingProblem prepare_coding(const at::Tensor& x, const char* x_name, const at::
   TORCH_CHECK(weights.size() == 4, "weights must have 4 values (wx, wy, ww, wh), got ", weights.size());
   for (double w : weights) TORCH_CHECK(std::isfinite(w) && w != 0, "weights must be finite and non-zero, got ", w);
   CodingProblem p;
-  p.weights = {static_cast<float>(weights[0]), static_cast<float>(weights[1]), static_cast<float>(weights[2]),
-               static_cast<float>(weights[3])};
+  p.weights = {weights[0], weights[1], weights[2], weights[3]};
   std::vector<int64_t> shape;
   try {
     shape = at::infer_size(x.sizes(), anchors.sizes());

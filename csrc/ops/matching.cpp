@@ -57,8 +57,7 @@ MatchProblem prepare_match_priors(const at::Tensor& gt_boxes, const at::Tensor& 
   p.G = gt_boxes.size(1);
   p.P = priors_cxcy.size(0);
   p.threshold = threshold;
-  p.weights = {static_cast<float>(weights[0]), static_cast<float>(weights[1]), static_cast<float>(weights[2]),
-               static_cast<float>(weights[3])};
+  p.weights = {weights[0], weights[1], weights[2], weights[3]};
   return p;
 }
 
@@ -75,8 +74,10 @@ void check_match_values_cpu(const MatchProblem& p) {
         TORCH_CHECK(labels[i] >= 0, "gt_labels must be >= 0 (0 is background), got ", labels[i], " for object ", g,
                     " of image ", b);
         const Box<scalar_t> box = load_box(boxes + 4 * i);
-        TORCH_CHECK(!std::isnan(box.x1) && !std::isnan(box.y1) && !std::isnan(box.x2) && !std::isnan(box.y2),
-                    "gt_boxes has a NaN coordinate in object ", g, " of image ", b);
+        // inf too: its width is inf or NaN, so the encoded centre and log-size would be NaN with no warning.
+        TORCH_CHECK(std::isfinite(box.x1) && std::isfinite(box.y1) && std::isfinite(box.x2) && std::isfinite(box.y2),
+                    "gt_boxes must be finite, got (", box.x1, ", ", box.y1, ", ", box.x2, ", ", box.y2,
+                    ") for object ", g, " of image ", b);
         TORCH_CHECK(box.x2 >= box.x1 && box.y2 >= box.y1, "gt_boxes must be xyxy with x2 >= x1 and y2 >= y1, got (",
                     box.x1, ", ", box.y1, ", ", box.x2, ", ", box.y2, ") for object ", g, " of image ", b);
       }
@@ -94,6 +95,8 @@ void check_match_values_cpu(const MatchProblem& p) {
 MatcherProblem prepare_match_boxes(const at::Tensor& quality, double high, double low, bool allow_low_quality) {
   TORCH_CHECK(quality.dim() >= 2, "match_quality_matrix must have shape [..., G, P], got ", shape_str(quality));
   check_floating(quality, "match_quality_matrix");
+  TORCH_CHECK(!std::isnan(high), "high_threshold is NaN: it must be a number (a quality in [0, 1] for IoUs)");
+  TORCH_CHECK(!std::isnan(low), "low_threshold is NaN: it must be a number (a quality in [0, 1] for IoUs)");
   TORCH_CHECK(low <= high, "low_threshold must be <= high_threshold, got low ", low, " and high ", high);
   TORCH_CHECK(quality.size(-1) < std::numeric_limits<int32_t>::max(), "match_quality_matrix has ", quality.size(-1),
               " predictions; at most 2^31 - 2 are supported");
