@@ -10,7 +10,7 @@ Training, in the tutorial's order:
 3. IoU crop, the SSD sampler: minimum IoU with some box 0, 0.1, 0.3, 0.5, 0.7, 0.9 or no crop; sides 0.3-1 of
    the image's, aspect 0.5-2; boxes whose centres leave the crop are dropped with their labels and
    difficulties. :func:`sample_iou_crop` draws it with one :func:`detops.box_iou` call per option, not
-   ``v2.RandomIoUCrop``'s trial-by-trial loop (benchmarks/bench_ssd_data.py times both), and
+   ``v2.RandomIoUCrop``'s trial-by-trial loop (`detops bench --ops ssd_transforms` times both), and
    ``v2.functional.crop`` applies it;
 4. horizontal flip with probability 0.5 (``v2.RandomHorizontalFlip``);
 5. resize to ``size x size`` (``v2.Resize``), boxes made fractional, normalise.

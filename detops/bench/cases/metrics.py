@@ -114,3 +114,42 @@ def coco_vs_faster_coco_eval(dims, ctx):
     preds, target = _on_device(preds, target, ctx.device)
     return Pair((preds, target), _detops, lambda p, t: faster_coco_eval(gt, results), check=_same_stats,
                 dtype=torch.float32)
+
+
+W.WORKLOADS.setdefault(
+    "ssd_detections",
+    "SSD-like VOC evaluation: 1-7 objects per image (fractional xyxy, 10% difficult), the given number of "
+    "detections per image near them, 70% with the right class, 20 classes",
+)
+
+
+def _ssd_like(n_images, dets_per_image, seed, n_classes=21):
+    g = torch.Generator().manual_seed(seed)
+    out = [[] for _ in range(6)]
+    for _ in range(n_images):
+        n = int(torch.randint(1, 8, (), generator=g))
+        xy = torch.rand(n, 2, generator=g) * 0.7
+        tb = torch.cat([xy, xy + 0.05 + 0.25 * torch.rand(n, 2, generator=g)], 1)
+        tl = torch.randint(1, n_classes, (n,), generator=g)
+        td = (torch.rand(n, generator=g) < 0.1).to(torch.uint8)
+        pick = torch.randint(0, n, (dets_per_image,), generator=g)
+        db = tb[pick] + 0.05 * torch.randn(dets_per_image, 4, generator=g)
+        wrong = torch.randint(1, n_classes, (dets_per_image,), generator=g)
+        dl = torch.where(torch.rand(dets_per_image, generator=g) < 0.7, tl[pick], wrong)
+        for store, value in zip(out, (db, dl, torch.rand(dets_per_image, generator=g), tb, tl, td)):
+            store.append(value)
+    return (*out, n_classes)
+
+
+@case("metrics", "voc_map", "tutorial per-detection loop", "ssd_detections", sizes=("200x50", "1000x200"),
+      quick=("50x20",), devices=("cpu",), size_label="images x detections")
+def voc_map_vs_tutorial(dims, ctx):
+    """VOC07 11-point mAP against the tutorial's calculate_mAP algorithm (detops.reference.metrics.voc_map)."""
+    from detops.metrics import voc_map
+    from detops.reference.metrics import voc_map as tutorial_voc_map
+
+    def same(ours, theirs):
+        diff = abs(ours[0] - theirs[0])
+        return None if diff <= 1e-12 else f"mAP differs by {diff:.3g}: {ours[0]} vs {theirs[0]}"
+
+    return Pair(_ssd_like(dims[0], dims[1], ctx.seed), voc_map, tutorial_voc_map, check=same, dtype=torch.float32)

@@ -95,3 +95,61 @@ def loss_vs_torchvision(dims, ctx):
     ours = MultiBoxLoss(priors, alpha=4.0)
     return Pair((b["locs"], b["scores"], b["boxes"], b["labels"]), _fwd_bwd(ours), _fwd_bwd(torchvision_loss),
                 rtol=1e-3, atol=1e-6, dtype=torch.float32, note="forward + backward")
+
+
+W.WORKLOADS.setdefault(
+    "synthetic_voc",
+    "images of the project's synthetic VOC-format dataset (300x300 JPEGs of shapes, 1-6 objects each), as uint8",
+)
+
+
+def _tv_iou_crop_pipeline(size=300):
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    from detops.ssd.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    pipeline = v2.Compose([
+        v2.RandomZoomOut(fill={tv_tensors.Image: IMAGENET_MEAN, "others": 0}, side_range=(1.0, 4.0), p=0.5),
+        v2.RandomIoUCrop(sampler_options=[0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0], trials=50),
+        v2.SanitizeBoundingBoxes(labels_getter=lambda sample: sample[2]),
+        v2.RandomHorizontalFlip(0.5),
+        v2.Resize((size, size), antialias=True),
+        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+    def run(image, boxes, labels, difficulties):
+        img = tv_tensors.Image(image.float() / 255)
+        return pipeline(img, tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=image.shape[-2:]), labels)
+
+    return run
+
+
+@case("ssd", "ssd_transforms", "torchvision v2.RandomIoUCrop", "synthetic_voc", sizes=("100",), quick=("10",),
+      devices=("cpu",), size_label="images")
+def iou_crop_pipeline(dims, ctx):
+    """The SSD training geometry (zoom out, IoU crop, flip, resize, normalise) with detops' vectorised crop
+    sampler against the same pipeline with torchvision's trial-by-trial v2.RandomIoUCrop; one pass over N images.
+    The crops are random on both sides, so the check is that every output is a 300x300 image."""
+    import tempfile
+
+    from detops.ssd.synthetic import generate_voc_dataset
+    from detops.ssd.transforms import ssd_transforms
+    from detops.ssd.voc import VOCDataset
+
+    with tempfile.TemporaryDirectory() as root:
+        generate_voc_dataset(root, n_train=dims[0], n_test=0, image_size=300, seed=ctx.seed)
+        raw = VOCDataset(root, "train")
+        items = [(raw[i][0].mul(255).byte(), *raw.annotation(i)) for i in range(dims[0])]
+    ours, theirs = ssd_transforms(True, photometric=False), _tv_iou_crop_pipeline()
+
+    def over(tf):
+        def run(items):
+            return [tf(*item)[0].shape for item in items]
+        return run
+
+    def all_300(a, b):
+        bad = [s for s in a + b if tuple(s) != (3, 300, 300)]
+        return None if not bad else f"outputs not 3x300x300: {bad[:3]}"
+
+    return Pair((items,), over(ours), over(theirs), check=all_300, dtype=torch.float32)
