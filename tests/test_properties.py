@@ -29,9 +29,11 @@ from hypothesis import strategies as st
 import detops
 from detops.reference import boxes as ref_boxes
 from detops.reference import coding as ref_coding
+from detops.reference import focal_loss as ref_focal_loss
 from detops.reference import hard_negatives as ref_hard_negatives
 from detops.reference import matching as ref_matching
 from detops.reference import nms as ref_nms
+from detops.reference import rotated as ref_rotated
 from detops.reference import yolo as ref_yolo
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -430,6 +432,58 @@ def check_yolo(args):
         close(g, w)
 
 
+@st.composite
+def rotated_args(draw):
+    dtype = draw(st.sampled_from((torch.float32, torch.float64)))
+
+    def boxes(n):
+        rows = []
+        for _ in range(n):
+            c = [draw(st.floats(-100, 100)) for _ in range(2)]
+            wh = [draw(st.one_of(st.floats(0.05, 60), st.sampled_from((0.0, 0.05)))) for _ in range(2)]
+            rows.append(c + wh + [draw(st.one_of(st.floats(-720, 720), st.sampled_from((0.0, 90.0, -180.0, 1e6))))])
+        return torch.tensor(rows, dtype=torch.float64).reshape(n, 5)
+
+    a = boxes(draw(st.integers(0, 4)))
+    # Some second boxes are copies of the first ones: identical boxes must give exactly 1. (Near-identical
+    # pairs are tested against shapely in test_rotated.py: the reference's point-in-polygon tolerance makes it
+    # less accurate there than the kernel.)
+    b = torch.cat([boxes(draw(st.integers(0, 3))), a[: draw(st.integers(0, a.shape[0]))]])
+    return a.to(dtype), b.to(dtype)
+
+
+def check_rotated(args):
+    a, b = args
+    got = detops.box_iou_rotated(a, b)
+    want = ref_rotated.box_iou_rotated(a.double(), b.double()).to(a.dtype)
+    assert bool(((got >= 0) & (got <= 1)).all()), got
+    # float64 to 1e-8: the reference's point-in-polygon tolerance (relative to the sides) limits its own accuracy
+    # on small boxes far from the origin; test_rotated.py checks those against shapely.
+    close(got, want, atol=1e-8 if a.dtype == torch.float64 else 3e-4, rtol=0)
+
+
+@st.composite
+def focal_args(draw):
+    dtype = draw(st.sampled_from(FLOATS))
+    n = draw(st.integers(0, 6))
+    logits = [draw(st.one_of(st.floats(-30, 30), st.sampled_from((0.0, 100.0, -100.0, INF, -INF, NAN))))
+              for _ in range(n)]
+    targets = [draw(st.one_of(st.sampled_from((0.0, 1.0)), st.floats(0, 1))) for _ in range(n)]
+    alpha = draw(st.sampled_from((0.25, -1.0, 0.5)))
+    gamma = draw(st.sampled_from((0.0, 1.5, 2.0)))
+    reduction = draw(st.sampled_from(("none", "sum", "mean")))
+    return (torch.tensor(logits, dtype=torch.float64).to(dtype), torch.tensor(targets, dtype=torch.float64).to(dtype),
+            alpha, gamma, reduction)
+
+
+def check_focal(args):
+    x, t, alpha, gamma, reduction = args
+    got = detops.sigmoid_focal_loss(x, t, alpha, gamma, reduction)
+    close(got, ref_focal_loss.sigmoid_focal_loss(x, t, alpha, gamma, reduction))
+    if x.dtype in (torch.float32, torch.float64):
+        close(got, torchvision.ops.sigmoid_focal_loss(x, t, alpha, gamma, reduction))
+
+
 @dataclass
 class Case:
     name: str
@@ -452,6 +506,8 @@ CASES = [
     Case("hard_negative_mining", hard_negative_args, check_hard_negatives),
     Case("softmax_cross_entropy", cross_entropy_args, check_cross_entropy),
     Case("yolo_candidates", yolo_args, check_yolo),
+    Case("box_iou_rotated", rotated_args, check_rotated),
+    Case("sigmoid_focal_loss", focal_args, check_focal),
 ]
 
 

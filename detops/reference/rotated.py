@@ -97,8 +97,9 @@ def box_iou_rotated(boxes1, boxes2):
     """Pairwise rotated IoU: boxes1[..., N, 5], boxes2[..., M, 5] -> [..., N, M] (kernel dtype rule)."""
     dtype = compute_dtype(boxes1.dtype)
     lead = torch.broadcast_shapes(boxes1.shape[:-2], boxes2.shape[:-2])
-    a = boxes1.to(dtype).expand(*lead, *boxes1.shape[-2:]).reshape(-1, boxes1.shape[-2], 5)
-    b = boxes2.to(dtype).expand(*lead, *boxes2.shape[-2:]).reshape(-1, boxes2.shape[-2], 5)
+    batch = math.prod(lead)  # not -1: ambiguous when a side is empty
+    a = boxes1.to(dtype).expand(*lead, *boxes1.shape[-2:]).reshape(batch, boxes1.shape[-2], 5)
+    b = boxes2.to(dtype).expand(*lead, *boxes2.shape[-2:]).reshape(batch, boxes2.shape[-2], 5)
     out = torch.tensor([[[iou_pair(x.tolist(), y.tolist()) for y in be] for x in ae] for ae, be in zip(a, b)],
                        dtype=torch.float64).reshape(*lead, boxes1.shape[-2], boxes2.shape[-2])
     return out.to(result_dtype(boxes1.dtype, False))
