@@ -294,10 +294,10 @@ def test_ssd_loss_equals_torchvision(positive_fraction, crowded, gen):
 
 MODELS = {
     # Small images keep the backbones cheap; a smaller ROI batch keeps Faster R-CNN v2's conv box head cheap.
-    "fasterrcnn_resnet50_fpn_v2": (dict(min_size=96, max_size=96, box_batch_size_per_image=64,
-                                        rpn_post_nms_top_n_train=300), 96),
-    "fasterrcnn_mobilenet_v3_large_320_fpn": (dict(min_size=128, max_size=128), 128),
-    "retinanet_resnet50_fpn": (dict(min_size=96, max_size=96), 96),
+    "fasterrcnn_resnet50_fpn_v2": (dict(min_size=64, max_size=64, box_batch_size_per_image=64,
+                                        rpn_post_nms_top_n_train=300), 64),
+    "fasterrcnn_mobilenet_v3_large_320_fpn": (dict(min_size=96, max_size=96), 96),
+    "retinanet_resnet50_fpn": (dict(min_size=64, max_size=64), 64),
     "ssd300_vgg16": ({}, 160),  # SSD resizes to its fixed 300 x 300 (ssdlite: 320 x 320)
     "ssdlite320_mobilenet_v3_large": ({}, 160),
 }
