@@ -244,7 +244,7 @@ def stats(summary: Mapping[str, Tensor]) -> list[float]:
     return [float(summary[k]) for k in order]
 
 
-class MeanAveragePrecision:
+class MeanAveragePrecision(_state.Accumulator):
     """COCO-style mAP over batches, with ``torchmetrics.detection.MeanAveragePrecision``'s interface (bbox).
 
     Args:
@@ -274,6 +274,12 @@ class MeanAveragePrecision:
     medium / large split, are in the boxes' own units (pixels for COCO).
     """
 
+    # A chunk: detections' xywh boxes, scores, labels, per-image counts; ground truth's xywh boxes, labels,
+    # crowd flags, areas, per-image counts.
+    EMPTY = (((0, 4), torch.float64), ((0,), torch.float64), ((0,), torch.int64), ((0,), torch.int64),
+             ((0, 4), torch.float64), ((0,), torch.int64), ((0,), torch.uint8), ((0,), torch.float64),
+             ((0,), torch.int64))
+
     def __init__(
         self,
         box_format: str = "xyxy",
@@ -302,22 +308,11 @@ class MeanAveragePrecision:
         self.num_classes = num_classes
         self.reset()
 
-    def reset(self) -> None:
-        """Forget everything accumulated."""
-        self._chunks: list[tuple[Tensor, ...]] = []
-        self._n_images = 0
-
-    def __len__(self) -> int:
-        """Number of images accumulated on this rank."""
-        return self._n_images
-
     def update(self, preds: Sequence[Mapping], target: Sequence[Mapping]) -> None:
         """Add one batch (lists with one dict per image)."""
         dt, gt = _state.check_batch(preds, target, self._n_images, ("iscrowd", "area"))
-        boxes = dt["boxes"] + gt["boxes"]
-        device = boxes[0].device if boxes else torch.device("cpu")
-        crowd = [torch.zeros(b.shape[0], dtype=torch.uint8) if c is None else c
-                 for b, c in zip(gt["boxes"], gt["iscrowd"])]
+        device = _state.batch_device(dt, gt)
+        crowd = _state.flags(gt["boxes"], gt["iscrowd"])
         d_boxes = to_xywh(_state.flat(dt["boxes"], torch.float64, device, 4), self.box_format)
         g_boxes = to_xywh(_state.flat(gt["boxes"], torch.float64, device, 4), self.box_format)
         g_counts = _state.counts(gt["boxes"], device)
@@ -339,8 +334,7 @@ class MeanAveragePrecision:
             g_counts,
         )
         self._check_values(chunk, self._n_images, [a is not None for a in gt["area"]])
-        self._chunks.append(chunk)
-        self._n_images += len(preds)
+        self._add(chunk, len(preds))
 
     def _check_values(self, chunk, offset, area_given) -> None:
         db, ds, dl, dc, gb, gl, _, ga, gc = chunk
@@ -360,23 +354,7 @@ class MeanAveragePrecision:
                 (dl >= hi, d_image, f"preds['labels'] must be < num_classes = {hi}"),
                 (gl >= hi, g_image, f"target['labels'] must be < num_classes = {hi}"),
             ]
-        for bad, image_of_row, message in checks:
-            image = _state.first_bad_image(bad, image_of_row)
-            if image is not None:
-                raise ValueError(f"image {image}: {message}")
-
-    def _all(self) -> tuple[Tensor, ...]:
-        if self._chunks:
-            device = self._chunks[0][0].device
-            merged = [torch.cat([c[j].to(device) for c in self._chunks]) for j in range(9)]
-        else:
-            f, i, u = torch.float64, torch.int64, torch.uint8
-            specs = [((0, 4), f), ((0,), f), ((0,), i), ((0,), i), ((0, 4), f), ((0,), i), ((0,), u), ((0,), f),
-                     ((0,), i)]
-            merged = [torch.empty(s, dtype=t) for s, t in specs]
-        if _state.distributed():
-            merged = _state.gather(merged)
-        return tuple(merged)
+        _state.raise_first_bad(checks)
 
     def compute(self) -> dict[str, Tensor]:
         """torchmetrics' result dict over everything accumulated (all ranks): see :func:`summarize`."""
