@@ -4,6 +4,8 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <cstdint>
+#include <limits>
 #include <string>
 
 namespace detops {
@@ -18,6 +20,11 @@ inline std::string shape_str(const at::Tensor& t) {
 inline void check_boxes(const at::Tensor& t, const char* name, int64_t min_dim = 1) {
   TORCH_CHECK(t.dim() >= min_dim && t.size(-1) == 4, name, " must have shape [", (min_dim > 1 ? "..., N, " : "..., "),
               "4], got ", shape_str(t));
+}
+
+// A count the kernels index with int32: `name` has `n` `what` (e.g. "priors"), at most 2^31 - 2.
+inline void check_int32_count(int64_t n, const char* name, const char* what) {
+  TORCH_CHECK(n < std::numeric_limits<int32_t>::max(), name, " has ", n, " ", what, "; at most 2^31 - 2 are supported");
 }
 
 inline void check_same_device(const at::Tensor& a, const char* a_name, const at::Tensor& b, const char* b_name) {

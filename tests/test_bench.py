@@ -77,6 +77,33 @@ def test_disagreement_is_an_error_row_not_timed(planted, tmp_path, capsys):
     assert "ERROR" in capsys.readouterr().out
 
 
+def test_peak_memory_goes_into_the_row_the_table_and_the_report(planted, tmp_path, capsys):
+    from detops.bench import report
+
+    @planted("boxes", "planted_op", "with memory", "uniform", sizes=("10",))
+    def build(dims, ctx):
+        memory = {"detops_bytes": 3 << 20, "baseline_bytes": 12 << 20, "method": "planted"}
+        return registry.Pair((torch.zeros(dims[0]),), lambda x: x.clone(), lambda x: x.clone(), memory=lambda: memory)
+
+    @planted("boxes", "planted_op", "memory fails", "uniform", sizes=("10",))
+    def build_failing(dims, ctx):
+        def fails():
+            raise OSError("no /proc here")
+
+        return registry.Pair((torch.zeros(dims[0]),), lambda x: x.clone(), lambda x: x.clone(), memory=fails)
+
+    out = tmp_path / "run.json"
+    assert cli.main(["--ops", "planted_op", "--min-time", "0.001", "--no-progress", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "detops 3.0 MiB, baseline 12.0 MiB; planted" in text
+    assert "not measured: OSError: no /proc here" in text
+    rows = json.loads(out.read_text())["rows"]
+    assert rows[0]["memory"]["baseline_bytes"] == 12 << 20 and rows[0]["status"] == "ok"
+    assert rows[1]["status"] == "ok" and "error" in rows[1]["memory"]
+    assert report.main([str(out)]) == 0
+    assert "- planted_op uniform 10 vs with memory on cpu: detops 3.0 MiB" in capsys.readouterr().out
+
+
 def test_missing_baseline_is_a_message(planted, capsys):
     @planted("boxes", "needs_missing", "nothing", "uniform", sizes=("10",), requires=("no_such_module_xyz",))
     def build(dims, ctx):

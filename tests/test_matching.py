@@ -198,6 +198,17 @@ def test_bad_input_raises(boxes, labels, priors, counts, message, device):
         match_on(device, boxes, labels, priors, counts=counts)
 
 
+def test_counts_past_int32_are_refused_before_reading_data():
+    # Stride-0 views: sizes of 2^31 without the memory. The kernels index these dimensions in int32.
+    huge = 2**31
+    with pytest.raises(RuntimeError, match=f"match_quality_matrix has {huge} predictions; at most 2"):
+        torch.ops.detops.match_boxes(torch.zeros(1, 1).expand(1, huge), 0.5, 0.4, False)
+    boxes = torch.tensor([[[0.1, 0.1, 0.2, 0.4]]])
+    with pytest.raises(RuntimeError, match=f"priors_cxcy has {huge} priors; at most 2"):
+        torch.ops.detops.match_priors(boxes, torch.ones(1, 1, dtype=torch.long), torch.ones(1, dtype=torch.long),
+                                      torch.full((1, 4), 0.5).expand(huge, 4), 0.5, [10.0, 10.0, 5.0, 5.0])
+
+
 def test_opcheck_and_compile(device):
     gen = torch.Generator().manual_seed(4)
     boxes, labels = random_batch(gen, B=3, max_objects=6)

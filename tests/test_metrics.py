@@ -1,6 +1,7 @@
 """VOC mAP (detops.metrics.voc) against the plain reference and hand-computed values, and the metric objects'
 shared interface (detops.metrics.build_metric). COCO-style evaluation: tests/test_metrics_coco.py."""
 
+import inspect
 import math
 
 import pytest
@@ -61,6 +62,11 @@ def _assert_same(got, want):
         else:
             assert aps1[c] == pytest.approx(aps2[c], abs=1e-12), c
     assert (math.isnan(m1) and math.isnan(m2)) or m1 == pytest.approx(m2, abs=1e-12)
+
+
+def test_reference_has_the_signature_and_defaults_of_voc_map():
+    # Restated in the reference rather than imported; this keeps the two from drifting apart.
+    assert inspect.signature(reference_voc_map) == inspect.signature(voc_map)
 
 
 @pytest.mark.parametrize("empty_classes", ["zero", "nan"])

@@ -1,5 +1,6 @@
 """The NMS family against torchvision and the plain-PyTorch references (detops/reference/nms.py)."""
 
+import inspect
 
 import pytest
 import torch
@@ -36,6 +37,12 @@ def at_iou(t, dx_sign=1.0, w=10.0):
 @pytest.fixture
 def g():
     return torch.Generator().manual_seed(0)
+
+
+@pytest.mark.parametrize("name", ["nms", "batched_nms", "multiclass_nms", "soft_nms"])
+def test_reference_has_the_signature_and_defaults_of_the_op(name):
+    # The reference restates them rather than importing them; this keeps the two from drifting apart.
+    assert inspect.signature(getattr(ref, name)) == inspect.signature(getattr(detops, name))
 
 
 def on(device, *tensors):

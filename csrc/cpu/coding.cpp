@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <type_traits>
 
 #include "box_math.h"
 #include "cpu/vector_math.h"
@@ -63,30 +64,34 @@ DETOPS_TARGET_CLONES void decode_run(const T* __restrict__ d, const T* __restric
     decode_box_scaled(d + 4 * j, load_box(a + 4 * j), w, scales[2 * j], scales[2 * j + 1], out + 4 * j);
 }
 
-at::Tensor encode_boxes_cpu(const at::Tensor& boxes, const at::Tensor& anchors, at::ArrayRef<double> weights) {
-  CodingProblem p = prepare_coding(boxes, "boxes", anchors, weights);
-  AT_DISPATCH_FLOATING_TYPES(p.x.scalar_type(), "encode_boxes_cpu", [&] {
-    const scalar_t* g = p.x.data_ptr<scalar_t>();
+// Dispatches on p's dtype (float or double: prepare_coding's compute dtype) and calls run(x, anchors, out, n)
+// on every run of rows, the pointers at its first row.
+template <typename Run>
+at::Tensor code_runs(CodingProblem& p, Run run) {
+  AT_DISPATCH_FLOATING_TYPES(p.x.scalar_type(), "box_coding_cpu", [&] {
+    const scalar_t* x = p.x.data_ptr<scalar_t>();
     const scalar_t* a = p.anchors.data_ptr<scalar_t>();
     scalar_t* out = p.out.data_ptr<scalar_t>();
-    const CodingWeights w = p.weights;
-    for_each_run(p, [=](int64_t i, int64_t k, int64_t n) { encode_run(g + 4 * i, a + 4 * k, w, out + 4 * i, n); });
+    for_each_run(p, [=](int64_t i, int64_t k, int64_t n) { run(x + 4 * i, a + 4 * k, out + 4 * i, n); });
   });
   return finish_coding(p);
+}
+
+at::Tensor encode_boxes_cpu(const at::Tensor& boxes, const at::Tensor& anchors, at::ArrayRef<double> weights) {
+  CodingProblem p = prepare_coding(boxes, "boxes", anchors, weights);
+  const CodingWeights w = p.weights;
+  return code_runs(p, [=](const auto* g, const auto* a, auto* out, int64_t n) { encode_run(g, a, w, out, n); });
 }
 
 at::Tensor decode_boxes_cpu(const at::Tensor& deltas, const at::Tensor& anchors, at::ArrayRef<double> weights,
                             std::optional<double> clamp) {
   CodingProblem p = prepare_coding(deltas, "deltas", anchors, weights);
-  AT_DISPATCH_FLOATING_TYPES(p.x.scalar_type(), "decode_boxes_cpu", [&] {
-    const scalar_t* d = p.x.data_ptr<scalar_t>();
-    const scalar_t* a = p.anchors.data_ptr<scalar_t>();
-    scalar_t* out = p.out.data_ptr<scalar_t>();
-    const CodingWeights w = p.weights;
-    const auto c = static_cast<scalar_t>(clamp ? *clamp : std::numeric_limits<double>::infinity());
-    for_each_run(p, [=](int64_t i, int64_t k, int64_t n) { decode_run(d + 4 * i, a + 4 * k, w, c, out + 4 * i, n); });
+  const CodingWeights w = p.weights;
+  const double c = clamp ? *clamp : std::numeric_limits<double>::infinity();
+  return code_runs(p, [=](const auto* d, const auto* a, auto* out, int64_t n) {
+    using T = std::remove_pointer_t<decltype(out)>;
+    decode_run(d, a, w, static_cast<T>(c), out, n);
   });
-  return finish_coding(p);
 }
 
 }  // namespace

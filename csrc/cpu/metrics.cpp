@@ -39,9 +39,7 @@ at::Tensor coco_match_cpu(const at::Tensor& dt_boxes, const at::Tensor& gt_boxes
                   "coco_match: offsets of group ", n, " are out of range");
       if (nd == 0 || ng == 0) continue;
       iou.resize(static_cast<size_t>(nd * ng));
-      for (int64_t d = 0; d < nd; ++d)
-        for (int64_t g = 0; g < ng; ++g)
-          iou[d * ng + g] = coco_box_iou(db + (d0 + d) * 4, gb + (g0 + g) * 4, crowd[g0 + g]);
+      coco_group_iou(db, gb, crowd, d0, nd, g0, ng, iou.data());
       taken.resize(static_cast<size_t>(ng));
       for (int64_t a = 0; a < A; ++a) {
         for (int64_t t = 0; t < T; ++t) {
@@ -76,15 +74,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cpu(const at::Ten
   for (int64_t k = 0; k < K; ++k)
     TORCH_CHECK(off[k] >= 0 && off[k] <= off[k + 1] && off[k + 1] <= D, "coco_accumulate: class_offsets of class ",
                 k, " are out of range");
-  const int64_t r_stride = K * A * M;
+  const int64_t* max_dets = p.max_dets.data();
   at::parallel_for(0, T * K * A * M, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t job = begin; job < end; ++job) {
-      const int64_t m = job % M, a = (job / M) % A, k = (job / (M * A)) % K, t = job / (M * A * K);
-      const int64_t cell = (k * A + a) * M + m;  // offset of (k, a, m) within one (t, r) slice
-      coco_accumulate_one(st + (a * T + t) * D, sc, rk, off[k], off[k + 1], p.max_dets[m], pos[k * A + a], thr, R,
-                          prec + t * R * r_stride + cell, outs + t * R * r_stride + cell, r_stride,
-                          rec + t * K * A * M + cell);
-    }
+    for (int64_t job = begin; job < end; ++job)
+      coco_accumulate_job(job, st, sc, rk, off, pos, thr, max_dets, prec, rec, outs, T, K, A, M, R, D);
   });
   return {p.precision, p.recall, p.out_scores};
 }

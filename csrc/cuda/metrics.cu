@@ -37,9 +37,7 @@ __global__ void __launch_bounds__(cuda::kThreads) coco_iou_kernel(const double* 
        n += static_cast<int64_t>(blockDim.x) * gridDim.x) {
     const int64_t d0 = doff[n], nd = doff[n + 1] - d0, g0 = goff[n], ng = goff[n + 1] - g0;
     if (nd <= 0 || ng <= 0) continue;
-    double* out = iou + (pair_end[n] - nd * ng);
-    for (int64_t d = 0; d < nd; ++d)
-      for (int64_t g = 0; g < ng; ++g) out[d * ng + g] = coco_box_iou(db + (d0 + d) * 4, gb + (g0 + g) * 4, crowd[g0 + g]);
+    coco_group_iou(db, gb, crowd, d0, nd, g0, ng, iou + (pair_end[n] - nd * ng));
   }
 }
 
@@ -66,15 +64,9 @@ __global__ void __launch_bounds__(cuda::kThreads) coco_accumulate_kernel(const u
                                        double* __restrict__ rec, double* __restrict__ outs, int64_t T, int64_t K,
                                        int64_t A, int64_t M, int64_t R, int64_t D) {
   const int64_t jobs = T * K * A * M;
-  const int64_t r_stride = K * A * M;
   for (int64_t job = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; job < jobs;
-       job += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    const int64_t m = job % M, a = (job / M) % A, k = (job / (M * A)) % K, t = job / (M * A * K);
-    const int64_t cell = (k * A + a) * M + m;
-    coco_accumulate_one(st + (a * T + t) * D, sc, rk, off[k], off[k + 1], max_dets.v[m], pos[k * A + a], thr, R,
-                        prec + t * R * r_stride + cell, outs + t * R * r_stride + cell, r_stride,
-                        rec + t * K * A * M + cell);
-  }
+       job += static_cast<int64_t>(blockDim.x) * gridDim.x)
+    coco_accumulate_job(job, st, sc, rk, off, pos, thr, max_dets.v, prec, rec, outs, T, K, A, M, R, D);
 }
 
 at::Tensor coco_match_cuda(const at::Tensor& dt_boxes, const at::Tensor& gt_boxes, const at::Tensor& gt_crowd,

@@ -21,8 +21,7 @@ MiningProblem prepare_hard_negative_mining(const at::Tensor& conf_loss, const at
   TORCH_CHECK(positives.scalar_type() == at::kBool, "positives must be a bool tensor, got ", positives.scalar_type());
   check_same_device(conf_loss, "conf_loss", positives, "positives");
   TORCH_CHECK(neg_pos_ratio >= 0, "neg_pos_ratio must be >= 0, got ", neg_pos_ratio);
-  TORCH_CHECK(conf_loss.size(1) < std::numeric_limits<int32_t>::max(), "conf_loss has ", conf_loss.size(1),
-              " priors per row; at most 2^31 - 2 are supported");
+  check_int32_count(conf_loss.size(1), "conf_loss", "priors per row");
   MiningProblem m;
   const auto t = conf_loss.scalar_type();
   m.loss = conf_loss.to(t == at::kDouble ? at::kDouble : at::kFloat).contiguous();  // half/bf16 order exactly in float

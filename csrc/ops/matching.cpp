@@ -8,7 +8,6 @@
 #include <torch/library.h>
 
 #include <cmath>
-#include <limits>
 
 #include "checks.h"
 
@@ -38,10 +37,8 @@ MatchProblem prepare_match_priors(const at::Tensor& gt_boxes, const at::Tensor& 
   TORCH_CHECK(std::isfinite(threshold), "threshold must be finite, got ", threshold);
   TORCH_CHECK(weights.size() == 4, "weights must have 4 values (wx, wy, ww, wh), got ", weights.size());
   for (double w : weights) TORCH_CHECK(std::isfinite(w) && w != 0, "weights must be finite and non-zero, got ", w);
-  TORCH_CHECK(priors_cxcy.size(0) < std::numeric_limits<int32_t>::max(), "priors_cxcy has ", priors_cxcy.size(0),
-              " priors; at most 2^31 - 2 are supported");
-  TORCH_CHECK(gt_boxes.size(1) < std::numeric_limits<int32_t>::max(), "gt_boxes has ", gt_boxes.size(1),
-              " objects per image; at most 2^31 - 2 are supported");
+  check_int32_count(priors_cxcy.size(0), "priors_cxcy", "priors");
+  check_int32_count(gt_boxes.size(1), "gt_boxes", "objects per image");
 
   MatchProblem p;
   const auto dtype = compute_dtype(gt_boxes.scalar_type());
@@ -98,8 +95,7 @@ MatcherProblem prepare_match_boxes(const at::Tensor& quality, double high, doubl
   TORCH_CHECK(!std::isnan(high), "high_threshold is NaN: it must be a number (a quality in [0, 1] for IoUs)");
   TORCH_CHECK(!std::isnan(low), "low_threshold is NaN: it must be a number (a quality in [0, 1] for IoUs)");
   TORCH_CHECK(low <= high, "low_threshold must be <= high_threshold, got low ", low, " and high ", high);
-  TORCH_CHECK(quality.size(-1) < std::numeric_limits<int32_t>::max(), "match_quality_matrix has ", quality.size(-1),
-              " predictions; at most 2^31 - 2 are supported");
+  check_int32_count(quality.size(-1), "match_quality_matrix", "predictions");
   MatcherProblem m;
   m.G = quality.size(-2);
   m.P = quality.size(-1);

@@ -16,6 +16,19 @@ static void check_dtype(const at::Tensor& t, const char* name, at::ScalarType dt
   TORCH_CHECK(t.scalar_type() == dtype, name, " must be ", dtype, ", got ", t.scalar_type());
 }
 
+// [rows, 4] float64 boxes; `rows` names the first dimension in the message.
+static void check_box_rows(const at::Tensor& t, const char* name, const char* rows) {
+  TORCH_CHECK(t.dim() == 2 && t.size(1) == 4, name, " must have shape [", rows, ", 4], got ", shape_str(t));
+  check_dtype(t, name, at::kDouble);
+}
+
+// One value per row of another argument: shape [n], `n_name` naming n in the message.
+static void check_per_row(const at::Tensor& t, const char* name, int64_t n, const char* n_name, at::ScalarType dtype) {
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == n, name, " must have shape [", n_name, "] with ", n_name, " = ", n, ", got ",
+              shape_str(t));
+  check_dtype(t, name, dtype);
+}
+
 static void check_offsets(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.dim() == 1 && t.size(0) >= 1, name, " must have shape [groups + 1], got ", shape_str(t));
   check_dtype(t, name, at::kLong);
@@ -24,16 +37,10 @@ static void check_offsets(const at::Tensor& t, const char* name) {
 CocoMatchProblem prepare_coco_match(const at::Tensor& dt_boxes, const at::Tensor& gt_boxes, const at::Tensor& gt_crowd,
                                     const at::Tensor& gt_ignore, const at::Tensor& dt_offsets,
                                     const at::Tensor& gt_offsets, at::ArrayRef<double> iou_thresholds) {
-  TORCH_CHECK(dt_boxes.dim() == 2 && dt_boxes.size(1) == 4, "dt_boxes must have shape [D, 4], got ",
-              shape_str(dt_boxes));
-  TORCH_CHECK(gt_boxes.dim() == 2 && gt_boxes.size(1) == 4, "gt_boxes must have shape [G, 4], got ",
-              shape_str(gt_boxes));
-  check_dtype(dt_boxes, "dt_boxes", at::kDouble);
-  check_dtype(gt_boxes, "gt_boxes", at::kDouble);
+  check_box_rows(dt_boxes, "dt_boxes", "D");
+  check_box_rows(gt_boxes, "gt_boxes", "G");
   const int64_t G = gt_boxes.size(0);
-  TORCH_CHECK(gt_crowd.dim() == 1 && gt_crowd.size(0) == G, "gt_crowd must have shape [G] with G = ", G, ", got ",
-              shape_str(gt_crowd));
-  check_dtype(gt_crowd, "gt_crowd", at::kBool);
+  check_per_row(gt_crowd, "gt_crowd", G, "G", at::kBool);
   TORCH_CHECK(gt_ignore.dim() == 2 && gt_ignore.size(1) == G, "gt_ignore must have shape [A, G] with G = ", G,
               ", got ", shape_str(gt_ignore));
   check_dtype(gt_ignore, "gt_ignore", at::kBool);
@@ -69,12 +76,8 @@ CocoAccumulateProblem prepare_coco_accumulate(const at::Tensor& status, const at
   TORCH_CHECK(status.dim() == 3, "status must have shape [A, T, D], got ", shape_str(status));
   check_dtype(status, "status", at::kByte);
   const int64_t D = status.size(2);
-  TORCH_CHECK(scores.dim() == 1 && scores.size(0) == D, "scores must have shape [D] with D = ", D, ", got ",
-              shape_str(scores));
-  check_dtype(scores, "scores", at::kDouble);
-  TORCH_CHECK(rank.dim() == 1 && rank.size(0) == D, "rank must have shape [D] with D = ", D, ", got ",
-              shape_str(rank));
-  check_dtype(rank, "rank", at::kLong);
+  check_per_row(scores, "scores", D, "D", at::kDouble);
+  check_per_row(rank, "rank", D, "D", at::kLong);
   check_offsets(class_offsets, "class_offsets");
   const int64_t K = class_offsets.size(0) - 1;
   TORCH_CHECK(positives.dim() == 2 && positives.size(0) == K && positives.size(1) == status.size(0),

@@ -36,6 +36,15 @@ DETOPS_HD double coco_box_iou(const double* d, const double* g, bool crowd) {
   return inter / u;
 }
 
+// The IoU matrix [nd, ng] (row-major, into iou) of one group: detections d0 .. d0 + nd of db against boxes
+// g0 .. g0 + ng of gb.
+DETOPS_HD void coco_group_iou(const double* db, const double* gb, const bool* crowd, int64_t d0, int64_t nd, int64_t g0,
+                              int64_t ng, double* iou) {
+  for (int64_t d = 0; d < nd; ++d)
+    for (int64_t g = 0; g < ng; ++g)
+      iou[d * ng + g] = coco_box_iou(db + (d0 + d) * 4, gb + (g0 + g) * 4, crowd[g0 + g]);
+}
+
 // The greedy matching of one group at one area range and one threshold. iou: [nd, ng] row-major; crowd and
 // ignore: [ng]; taken: [ng] zeroed scratch; matched: [nd] out, the matched box's index plus gt_base, or -1.
 DETOPS_HD void coco_match_group(const double* iou, int64_t nd, int64_t ng, const bool* crowd, const bool* ignore,
@@ -116,6 +125,20 @@ DETOPS_HD void coco_accumulate_one(const uint8_t* status, const double* scores, 
     fp = fp_prev;
     --j;
   }
+}
+
+// One of coco_accumulate's T * K * A * M jobs, job = ((t * K + k) * A + a) * M + m: coco_accumulate_one on the
+// arrays prepare_coco_accumulate lays out (status [A, T, D], positives [K, A], outputs as it allocates them).
+DETOPS_HD void coco_accumulate_job(int64_t job, const uint8_t* status, const double* scores, const int64_t* rank,
+                                   const int64_t* class_offsets, const int64_t* positives, const double* rec_thr,
+                                   const int64_t* max_dets, double* precision, double* recall, double* score_out,
+                                   int64_t T, int64_t K, int64_t A, int64_t M, int64_t R, int64_t D) {
+  const int64_t m = job % M, a = (job / M) % A, k = (job / (M * A)) % K, t = job / (M * A * K);
+  const int64_t r_stride = K * A * M;
+  const int64_t cell = (k * A + a) * M + m;  // offset of (k, a, m) within one (t, r) slice
+  coco_accumulate_one(status + (a * T + t) * D, scores, rank, class_offsets[k], class_offsets[k + 1], max_dets[m],
+                      positives[k * A + a], rec_thr, R, precision + t * R * r_stride + cell,
+                      score_out + t * R * r_stride + cell, r_stride, recall + t * K * A * M + cell);
 }
 
 struct CocoMatchProblem {

@@ -6,7 +6,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <limits>
 
 #include "checks.h"
 
@@ -19,8 +18,7 @@ YoloProblem prepare_yolo_candidates(const at::Tensor& prediction, double conf_th
   TORCH_CHECK(prediction.size(2) > first_class, "prediction has no class channels: shape ", shape_str(prediction),
               objectness ? " with objectness needs at least 6 channels" : " needs at least 5 channels");
   check_floating(prediction, "prediction");
-  TORCH_CHECK(prediction.size(2) - first_class < std::numeric_limits<int32_t>::max(), "prediction has ",
-              prediction.size(2) - first_class, " classes; at most 2^31 - 2 are supported");
+  check_int32_count(prediction.size(2) - first_class, "prediction", "classes");
   TORCH_CHECK(std::isfinite(conf_thres) && conf_thres >= 0 && conf_thres <= 1, "conf_thres must be in [0, 1], got ",
               conf_thres);
   YoloProblem p;

@@ -105,6 +105,9 @@ def run(args) -> int:
     print(output.console_table(rows))
     print("\nTimes: median ±half the interquartile range (n = timed calls per side, after warm-up); speed-up = "
           "baseline median / detops median; floor = a fill of a fresh tensor as large as detops' output.")
+    memory = output.memory_lines(rows)
+    if memory:
+        print("\nPeak memory:\n" + "\n".join(memory))
     settings = {"argv": list(getattr(args, "argv", None) or sys.argv[1:]), "ops": named, "sizes": sizes, "device": args.device, "dtype": args.dtype,
                 "threads": torch.get_num_threads(), "seed": args.seed, "quick": args.quick, "min_time": min_time}
     if args.json:

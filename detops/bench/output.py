@@ -66,6 +66,33 @@ def console_table(rows: Sequence[Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def fmt_bytes(n: Optional[float]) -> str:
+    if n is None:
+        return "-"
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def memory_lines(rows: Sequence[Dict[str, Any]]) -> List[str]:
+    """One line per row that measured peak memory (``row["memory"]``)."""
+    out = []
+    for r in rows:
+        m = r.get("memory")
+        if not m:
+            continue
+        head = f"{r['op']} {r['workload']} {r['size']} vs {r['baseline']} on {r['device']}"
+        if "error" in m:
+            out.append(f"{head}: not measured: {m['error']}")
+            continue
+        line = f"{head}: detops {fmt_bytes(m.get('detops_bytes'))}, baseline {fmt_bytes(m.get('baseline_bytes'))}"
+        if m.get("detops_device_bytes") is not None:
+            line += f" (detops on the device: {fmt_bytes(m['detops_device_bytes'])})"
+        out.append(line + (f"; {m['method']}" if m.get("method") else ""))
+    return out
+
+
 def describe_workloads(rows: Sequence[Dict[str, Any]]) -> str:
     seen = {}
     for r in rows:

@@ -36,6 +36,8 @@ class Pair:
     check: ``"close"`` (integer tensors equal, floats within ``rtol``/``atol``; nested tuples, lists and dicts
     element by element), ``"equal"``, or a function ``(detops_out, baseline_out) -> None or a message``.
     floor: time a fill of a fresh tensor the size of detops' output too (the cost of writing it once).
+    memory: called once after the timing; what it returns (a dict: each side's peak memory and how it was
+    measured) is the row's ``memory``.
     """
 
     inputs: Tuple[Any, ...]
@@ -47,6 +49,7 @@ class Pair:
     floor: bool = False
     note: str = ""
     dtype: Optional[torch.dtype] = None  # what the inputs really are, when the case ignores --dtype
+    memory: Optional[Callable[[], Dict[str, Any]]] = None
 
 
 @dataclasses.dataclass

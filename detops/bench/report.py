@@ -10,7 +10,7 @@ import sys
 from typing import Any, Dict, List, Sequence
 
 from detops.bench.machine import one_line
-from detops.bench.output import fmt_ms, fmt_ratio, fmt_stats, read_json
+from detops.bench.output import fmt_ms, fmt_ratio, fmt_stats, memory_lines, read_json
 
 HEAD = ("workload", "size", "baseline", "detops", "baseline time", "speed-up", "detops/floor")
 
@@ -46,6 +46,9 @@ def _op_tables(rows: Sequence[Dict[str, Any]]) -> List[str]:
                      fmt_ratio(r["ratio"]), floor]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         lines.append("")
+        memory = memory_lines(rs)
+        if memory:
+            lines += ["Peak memory:", ""] + [f"- {m}" for m in memory] + [""]
     return lines
 
 

@@ -151,6 +151,11 @@ def run_row(case: Case, size: str, device: str, dtype: torch.dtype, seed: int, m
         row["output_gbps"] = out_bytes / (d.median_ms * 1e-3) / 1e9 if d.median_ms > 0 else None
         if copy_gbps:
             row["of_copy_bandwidth"] = row["output_gbps"] / copy_gbps
+    if pair.memory is not None:
+        try:
+            row["memory"] = pair.memory()
+        except Exception as e:  # noqa: BLE001 - the timing stands; the row says why memory is missing
+            row["memory"] = {"error": f"{type(e).__name__}: {e}"}
     return row
 
 

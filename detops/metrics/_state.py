@@ -81,6 +81,17 @@ def check_batch(preds: Sequence[Mapping], target: Sequence[Mapping], offset: int
     return dt, gt
 
 
+def batch_device(dt: Mapping, gt: Mapping) -> torch.device:
+    """The device of a checked batch's boxes (the CPU for an empty batch)."""
+    boxes = dt["boxes"] + gt["boxes"]
+    return boxes[0].device if boxes else torch.device("cpu")
+
+
+def flags(boxes: Sequence[Tensor], given: Sequence[Tensor | None]) -> list[Tensor]:
+    """Per-box flags (``iscrowd``, ``difficult``) of each image: the given ones, zeros where absent."""
+    return [torch.zeros(b.shape[0], dtype=torch.uint8) if f is None else f for b, f in zip(boxes, given)]
+
+
 def flat(parts: Sequence[Tensor], dtype: torch.dtype, device, width: int | None = None) -> Tensor:
     """Concatenate per-image tensors in ``dtype`` on ``device`` (an empty list gives an empty tensor)."""
     shape = (0,) if width is None else (0, width)
@@ -101,6 +112,46 @@ def first_bad_image(bad: Tensor, image_of_row: Tensor) -> int | None:
 
 def image_index(image_counts: Tensor) -> Tensor:
     return torch.repeat_interleave(torch.arange(image_counts.numel(), device=image_counts.device), image_counts)
+
+
+def raise_first_bad(checks: Sequence[tuple[Tensor, Tensor, str]]) -> None:
+    """Raise ValueError naming the image of the first flagged row of the first check that flags one; each check
+    is ``(bad rows, image of each row, message)``."""
+    for bad, image_of_row, message in checks:
+        image = first_bad_image(bad, image_of_row)
+        if image is not None:
+            raise ValueError(f"image {image}: {message}")
+
+
+class Accumulator:
+    """Images kept as chunks of flat tensors, one chunk an ``update()``; :meth:`_all` merges them (and every
+    rank's under ``torch.distributed``). ``EMPTY`` gives the shape and dtype of each tensor of a chunk, for a
+    ``compute()`` before any image."""
+
+    EMPTY: tuple[tuple[tuple[int, ...], torch.dtype], ...] = ()
+
+    def reset(self) -> None:
+        """Forget everything accumulated."""
+        self._chunks: list[tuple[Tensor, ...]] = []
+        self._n_images = 0
+
+    def __len__(self) -> int:
+        """Number of images accumulated on this rank."""
+        return self._n_images
+
+    def _add(self, chunk: tuple[Tensor, ...], n_images: int) -> None:
+        self._chunks.append(chunk)
+        self._n_images += n_images
+
+    def _all(self) -> tuple[Tensor, ...]:
+        if self._chunks:
+            device = self._chunks[0][0].device
+            merged = [torch.cat([c[j].to(device) for c in self._chunks]) for j in range(len(self.EMPTY))]
+        else:
+            merged = [torch.empty(shape, dtype=dtype) for shape, dtype in self.EMPTY]
+        if distributed():
+            merged = gather(merged)
+        return tuple(merged)
 
 
 def distributed() -> bool:

@@ -34,6 +34,15 @@ METHODS = ("voc07", "area")
 EMPTY_CLASSES = ("zero", "nan")
 
 
+def _check_options(method: str, empty_classes: str, n_classes: int, n_classes_name: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if empty_classes not in EMPTY_CLASSES:
+        raise ValueError(f"empty_classes must be one of {EMPTY_CLASSES}, got {empty_classes!r}")
+    if n_classes < 2:
+        raise ValueError(f"{n_classes_name} counts the background and must be at least 2, got {n_classes}")
+
+
 def _check_lists(det_boxes, det_labels, det_scores, true_boxes, true_labels, true_difficulties) -> int:
     n = len(true_boxes)
     lengths = [len(x) for x in (det_boxes, det_labels, det_scores, true_boxes, true_labels, true_difficulties)]
@@ -175,12 +184,7 @@ def voc_map(
         on any device; the work is done on the CPU in float64. Empty lists give ``(0.0, {c: 0.0})``
         (``(nan, {c: nan})`` with ``empty_classes="nan"``).
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if empty_classes not in EMPTY_CLASSES:
-        raise ValueError(f"empty_classes must be one of {EMPTY_CLASSES}, got {empty_classes!r}")
-    if n_classes < 2:
-        raise ValueError(f"n_classes counts the background and must be at least 2, got {n_classes}")
+    _check_options(method, empty_classes, n_classes, "n_classes")
     _check_lists(det_boxes, det_labels, det_scores, true_boxes, true_labels, true_difficulties)
     t_boxes, t_image = _cat(true_boxes, torch.float64, 4)
     t_labels, _ = _cat(true_labels, torch.int64)
@@ -231,7 +235,7 @@ def voc_map(
     return (sum(valid) / len(valid) if valid else math.nan), aps
 
 
-class VOCMeanAveragePrecision:
+class VOCMeanAveragePrecision(_state.Accumulator):
     """Pascal VOC mAP over batches of torchvision-style dicts: ``update(preds, target)``, ``compute()``,
     ``reset()``, as :class:`detops.metrics.MeanAveragePrecision` (the COCO metric) takes them.
 
@@ -253,35 +257,25 @@ class VOCMeanAveragePrecision:
     Tensor[num_classes - 1]}`` (float64, int64; NaN entries only with ``empty_classes="nan"``).
     """
 
+    # A chunk: detections' boxes, scores, labels, per-image counts; ground truth's boxes, labels, difficult
+    # flags, per-image counts.
+    EMPTY = (((0, 4), torch.float64), ((0,), torch.float64), ((0,), torch.int64), ((0,), torch.int64),
+             ((0, 4), torch.float64), ((0,), torch.int64), ((0,), torch.uint8), ((0,), torch.int64))
+
     def __init__(self, num_classes: int, method: str = "voc07", iou_threshold: float = 0.5,
                  empty_classes: str = "zero") -> None:
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        if empty_classes not in EMPTY_CLASSES:
-            raise ValueError(f"empty_classes must be one of {EMPTY_CLASSES}, got {empty_classes!r}")
-        if num_classes < 2:
-            raise ValueError(f"num_classes counts the background and must be at least 2, got {num_classes}")
+        _check_options(method, empty_classes, num_classes, "num_classes")
         self.num_classes = num_classes
         self.method = method
         self.iou_threshold = iou_threshold
         self.empty_classes = empty_classes
         self.reset()
 
-    def reset(self) -> None:
-        """Forget everything accumulated."""
-        self._chunks: list[tuple[Tensor, ...]] = []
-        self._n_images = 0
-
-    def __len__(self) -> int:
-        """Number of images accumulated on this rank."""
-        return self._n_images
-
     def update(self, preds: Sequence[dict], target: Sequence[dict]) -> None:
         """Add one batch (lists with one dict per image); raises naming the image on bad input."""
         dt, gt = _state.check_batch(preds, target, self._n_images, ("difficult",))
-        device = (dt["boxes"] + gt["boxes"])[0].device if dt["boxes"] else torch.device("cpu")
-        difficult = [torch.zeros(b.shape[0], dtype=torch.uint8) if d is None else d
-                     for b, d in zip(gt["boxes"], gt["difficult"])]
+        device = _state.batch_device(dt, gt)
+        difficult = _state.flags(gt["boxes"], gt["difficult"])
         chunk = (
             _state.flat(dt["boxes"], torch.float64, device, 4),
             _state.flat(dt["scores"], torch.float64, device),
@@ -293,20 +287,7 @@ class VOCMeanAveragePrecision:
             _state.counts(gt["boxes"], device),
         )
         _check_values(chunk, self.num_classes, self._n_images)
-        self._chunks.append(chunk)
-        self._n_images += len(preds)
-
-    def _all(self) -> tuple[Tensor, ...]:
-        if self._chunks:
-            device = self._chunks[0][0].device
-            merged = [torch.cat([c[j].to(device) for c in self._chunks]) for j in range(8)]
-        else:
-            d, f, i, u = torch.float64, torch.float64, torch.int64, torch.uint8
-            merged = [torch.empty(s, dtype=t) for s, t in
-                      [((0, 4), d), ((0,), f), ((0,), i), ((0,), i), ((0, 4), d), ((0,), i), ((0,), u), ((0,), i)]]
-        if _state.distributed():
-            merged = _state.gather(merged)
-        return tuple(merged)
+        self._add(chunk, len(preds))
 
     def compute(self) -> dict[str, Tensor]:
         """``{"map", "map_per_class", "classes"}`` over everything accumulated (all ranks)."""
@@ -335,10 +316,7 @@ def _check_values(chunk: tuple[Tensor, ...], num_classes: int, offset: int) -> N
         ((gl < 1) | (gl >= num_classes), g_image,
          f"target['labels'] must be in 1 .. {num_classes - 1} (num_classes={num_classes} counts background)"),
     ]
-    for bad, image_of_row, message in checks:
-        image = _state.first_bad_image(bad, image_of_row)
-        if image is not None:
-            raise ValueError(f"image {image}: {message}")
+    _state.raise_first_bad(checks)
 
 
 def format_ap_table(

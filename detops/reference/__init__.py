@@ -2,6 +2,10 @@
 
 One module per op family, named as the kernel files are (csrc/cpu/<family>.cpp, csrc/cuda/<family>.cu).
 They favour obviousness over speed and use no detops kernel.
+
+A reference restates its op's signature, defaults and argument rules instead of importing them from the op's
+module: code shared between a reference and what it checks would carry one mistake into both and hide it.
+The tests compare the signatures instead (e.g. tests/test_nms.py).
 """
 
 import torch

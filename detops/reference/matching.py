@@ -167,14 +167,9 @@ def tutorial_multibox_loss(
     n_classes = predicted_scores.size(2)
     assert n_priors == predicted_locs.size(1) == predicted_scores.size(1)
     device = predicted_locs.device
-    true_locs = torch.zeros((batch_size, n_priors, 4), dtype=predicted_locs.dtype, device=device)
-    true_classes = torch.zeros((batch_size, n_priors), dtype=torch.long, device=device)
-    for i in range(batch_size):
-        if boxes[i].size(0) == 0:
-            continue
-        lab, _, locs = tutorial_match_image(boxes[i], labels[i], priors_cxcy, threshold)
-        true_locs[i] = locs
-        true_classes[i] = lab
+    # The tutorial's per-image matching loop; only the positives' targets are used below.
+    true_classes, _, true_locs = tutorial_match(boxes, labels, priors_cxcy, threshold)
+    true_classes, true_locs = true_classes.to(device), true_locs.to(device=device, dtype=predicted_locs.dtype)
     positive_priors = true_classes != 0
     criterion = torch.nn.L1Loss() if loc_loss == "l1" else torch.nn.SmoothL1Loss()
     loc = criterion(predicted_locs[positive_priors], true_locs[positive_priors])

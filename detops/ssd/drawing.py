@@ -76,6 +76,16 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, ax, path: str, title: Optional[str]) -> None:
+    """The plots' common finish: the title when given, a light grid, then the file."""
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def plot_loss(history: Sequence[dict], path: str, title: Optional[str] = None) -> None:
     """Saves the training (and validation) loss curve as an image.
 
@@ -97,13 +107,8 @@ def plot_loss(history: Sequence[dict], path: str, title: Optional[str] = None) -
     ax.set_xlabel("step")
     ax.set_ylabel("MultiBox loss")
     ax.set_yscale("log")
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, ax, path, title)
 
 
 def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], path: str, suggestion: Optional[float] = None,
@@ -119,9 +124,4 @@ def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], path: str, sugge
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("smoothed loss")
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, ax, path, title)

@@ -124,8 +124,10 @@ def unpatched(fn):
     return run
 
 
-def _detections_check():
-    return compare.detections(1e-4, 1e-3)
+def _patch_pair(inputs, post, note):
+    """``post(*inputs)`` (a torchvision model's post-processing) with detops.patch_torchvision against without."""
+    return Pair(inputs, patched(post), unpatched(post), check=compare.detections(1e-4, 1e-3), dtype=torch.float32,
+                note=note)
 
 
 @case("nms", "patch_torchvision", "torchvision", "ssd300_random", sizes=("8",), quick=("1",), requires=TV,
@@ -141,8 +143,7 @@ def patch_ssd(dims, ctx):
     def post(head, anchors):
         return compare.as_tables(model.postprocess_detections(head, anchors, [(300, 300)] * len(anchors)))
 
-    return Pair((head, anchors), patched(post), unpatched(post), check=_detections_check(), dtype=torch.float32,
-                note="ssd300_vgg16.postprocess_detections")
+    return _patch_pair((head, anchors), post, "ssd300_vgg16.postprocess_detections")
 
 
 @case("nms", "patch_torchvision", "torchvision", "frcnn_rpn", sizes=("4",), quick=("1",), requires=TV,
@@ -156,8 +157,7 @@ def patch_rpn(dims, ctx):
         boxes, scores = model.rpn.filter_proposals(props, obj, [(800, 800)] * props.shape[0], levels)
         return [torch.cat([b, s[:, None]], 1) for b, s in zip(boxes, scores)]
 
-    return Pair((props, obj), patched(post), unpatched(post), check=_detections_check(), dtype=torch.float32,
-                note="fasterrcnn_resnet50_fpn_v2 rpn.filter_proposals")
+    return _patch_pair((props, obj), post, "fasterrcnn_resnet50_fpn_v2 rpn.filter_proposals")
 
 
 @case("nms", "patch_torchvision", "torchvision", "frcnn_roi", sizes=("4",), quick=("1",), requires=TV,
@@ -172,8 +172,7 @@ def patch_roi(dims, ctx):
                                                                        [(800, 800)] * len(proposals))
         return compare.as_tables((boxes, scores, labels))
 
-    return Pair((cls, reg, proposals), patched(post), unpatched(post), check=_detections_check(),
-                dtype=torch.float32, note="fasterrcnn_resnet50_fpn_v2 roi_heads.postprocess_detections")
+    return _patch_pair((cls, reg, proposals), post, "fasterrcnn_resnet50_fpn_v2 roi_heads.postprocess_detections")
 
 
 @case("nms", "patch_torchvision", "torchvision", "retinanet", sizes=("4",), quick=("1",), requires=TV,
@@ -189,5 +188,4 @@ def patch_retinanet(dims, ctx):
         split_anchors = [list(anchors.split(levels))] * n
         return compare.as_tables(model.postprocess_detections(head, split_anchors, [(800, 800)] * n))
 
-    return Pair((cls, reg, anchors), patched(post), unpatched(post), check=_detections_check(),
-                dtype=torch.float32, note="retinanet_resnet50_fpn_v2.postprocess_detections")
+    return _patch_pair((cls, reg, anchors), post, "retinanet_resnet50_fpn_v2.postprocess_detections")
