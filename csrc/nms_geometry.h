@@ -45,8 +45,8 @@ struct Rotated {
   static constexpr int kDim = 5;
   using Loaded = RotatedBox<T>;
   DETOPS_HD static bool valid(const T* box, T score) {
-    return score == score && rot_finite(box[0]) && rot_finite(box[1]) && rot_finite(box[2]) &&
-           rot_finite(box[3]) && rot_finite(box[4]);
+    return score == score && rot_finite(box[0]) && rot_finite(box[1]) && rot_finite(box[2]) && rot_finite(box[3]) &&
+           rot_finite(box[4]);
   }
   DETOPS_HD static Loaded load(const T* box) { return load_rotated(box); }
   DETOPS_HD static T overlap(const Loaded& a, const Loaded& b) { return rotated_iou(a, b); }

@@ -1,6 +1,8 @@
 // CPU kernels of the rotated-box ops (CUDA twin: cuda/rotated.cu; reference: detops/reference/rotated.py).
 // The NMS ops run the NMS family's kernels (cpu/multiclass_nms.h, cpu/soft_nms.h) on rotated boxes.
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include "ops/rotated.h"
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -16,7 +18,6 @@
 #include "cpu/soft_nms.h"
 #include "nms_geometry.h"
 #include "ops/nms.h"
-#include "ops/rotated.h"
 #include "rotated_math.h"
 
 namespace detops {
@@ -110,8 +111,7 @@ at::Tensor box_iou_rotated_aligned_cpu(const at::Tensor& boxes1, const at::Tenso
     const scalar_t* b = p.b.data_ptr<scalar_t>();
     scalar_t* out = p.out.data_ptr<scalar_t>();
     at::parallel_for(0, p.count, 2048, [=](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i)
-        out[i] = rotated_iou(load_rotated(a + 5 * i), load_rotated(b + 5 * i));
+      for (int64_t i = begin; i < end; ++i) out[i] = rotated_iou(load_rotated(a + 5 * i), load_rotated(b + 5 * i));
     });
   });
   return finish_rotated(p.out, p.out_shape, p.out_dtype);

@@ -58,9 +58,8 @@ __global__ void __launch_bounds__(cuda::kThreads)
 // Tiles left of the diagonal are never read and not computed; tiles with no common category are zeroed.
 template <class Geo, typename T>
 __global__ void __launch_bounds__(kBlockBits)
-    nms_mask_kernel(const T* __restrict__ sboxes, const uint8_t* __restrict__ svalid,
-                    const int64_t* __restrict__ scls, int64_t n, int64_t col_blocks, T thr,
-                    uint64_t* __restrict__ mask) {
+    nms_mask_kernel(const T* __restrict__ sboxes, const uint8_t* __restrict__ svalid, const int64_t* __restrict__ scls,
+                    int64_t n, int64_t col_blocks, T thr, uint64_t* __restrict__ mask) {
   using Loaded = typename Geo::Loaded;
   const int64_t row_block = blockIdx.y, col_block = blockIdx.x;
   if (col_block < row_block) return;
@@ -145,7 +144,6 @@ at::Tensor keep_flags(const at::Tensor& sboxes, const at::Tensor& svalid, const 
   return keep;
 }
 
-
 // Greedy NMS of p (p.idxs defined: within each category) on the GPU: the kept indices by decreasing score,
 // ties by lower index. p.n > 0; the caller guards the device.
 template <class Geo, typename T>
@@ -194,7 +192,8 @@ at::Tensor mask_nms(const NmsProblem& p, const char* op) {
   const c10::cuda::CUDAGuard guard(p.boxes.device());
   if (p.n == 0) return at::empty({0}, p.boxes.options().dtype(at::kLong));
   at::Tensor out;
-  AT_DISPATCH_FLOATING_TYPES(p.boxes.scalar_type(), "mask_nms_cuda", [&] { out = mask_nms_impl<G<scalar_t>, scalar_t>(p, op); });
+  AT_DISPATCH_FLOATING_TYPES(p.boxes.scalar_type(), "mask_nms_cuda",
+                             [&] { out = mask_nms_impl<G<scalar_t>, scalar_t>(p, op); });
   return out;
 }
 

@@ -57,8 +57,9 @@ __device__ inline const T* class_box(const T* boxes, const MulticlassDims& d, in
 // key[b, c, p] = score if the candidate passes the threshold (and is valid, and c is not the background),
 // else -inf; laid out class-major so one segmented sort orders every (image, class) row.
 template <class Geo, typename T>
-__global__ void __launch_bounds__(cuda::kThreads) multiclass_keys_kernel(const T* __restrict__ boxes, const T* __restrict__ scores, MulticlassDims d,
-                                       T score_thr, T* __restrict__ key) {
+__global__ void __launch_bounds__(cuda::kThreads)
+    multiclass_keys_kernel(const T* __restrict__ boxes, const T* __restrict__ scores, MulticlassDims d, T score_thr,
+                           T* __restrict__ key) {
   const int64_t total = d.B * d.C * d.P;
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -75,10 +76,11 @@ constexpr int kMaxChunkKept = 32;
 // One block per (image, class) row: greedy NMS over the row's first M sorted candidates, at most K kept.
 // kept_pos[row, k] = rank position of the k-th kept candidate; kept_n[row] = how many.
 template <class Geo, typename T>
-__global__ void __launch_bounds__(kRowThreads) multiclass_rows_kernel(const T* __restrict__ boxes, const T* __restrict__ sorted_key,
-                                       const int64_t* __restrict__ sorted_prior, MulticlassDims d, T iou_thr,
-                                       uint8_t* __restrict__ removed_all, int32_t* __restrict__ kept_pos,
-                                       int32_t* __restrict__ kept_n) {
+__global__ void __launch_bounds__(kRowThreads)
+    multiclass_rows_kernel(const T* __restrict__ boxes, const T* __restrict__ sorted_key,
+                           const int64_t* __restrict__ sorted_prior, MulticlassDims d, T iou_thr,
+                           uint8_t* __restrict__ removed_all, int32_t* __restrict__ kept_pos,
+                           int32_t* __restrict__ kept_n) {
   using Loaded = typename Geo::Loaded;
   const int64_t row = blockIdx.x;
   const int64_t b = row / d.C, c = row % d.C;
@@ -140,9 +142,9 @@ __global__ void __launch_bounds__(kRowThreads) multiclass_rows_kernel(const T* _
 
 // sel[b, c * K + k] = score of the k-th kept candidate of (b, c), -inf past kept_n.
 template <typename T>
-__global__ void __launch_bounds__(cuda::kThreads) multiclass_select_keys_kernel(const T* __restrict__ sorted_key, const int32_t* __restrict__ kept_pos,
-                                              const int32_t* __restrict__ kept_n, MulticlassDims d,
-                                              T* __restrict__ sel) {
+__global__ void __launch_bounds__(cuda::kThreads)
+    multiclass_select_keys_kernel(const T* __restrict__ sorted_key, const int32_t* __restrict__ kept_pos,
+                                  const int32_t* __restrict__ kept_n, MulticlassDims d, T* __restrict__ sel) {
   const int64_t total = d.B * d.C * d.K;
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -153,11 +155,12 @@ __global__ void __launch_bounds__(cuda::kThreads) multiclass_select_keys_kernel(
 
 // out[b, k] from the k-th entry of image b's sorted selection; padding past the valid ones; counts[b].
 template <class Geo, typename T>
-__global__ void __launch_bounds__(cuda::kThreads) multiclass_write_kernel(const T* __restrict__ boxes, const T* __restrict__ sel_sorted,
-                                        const int64_t* __restrict__ sel_order, const int32_t* __restrict__ kept_pos,
-                                        const int64_t* __restrict__ sorted_prior, MulticlassDims d, int64_t sel_len,
-                                        T* __restrict__ out_boxes, T* __restrict__ out_scores,
-                                        int64_t* __restrict__ out_labels, int64_t* __restrict__ out_counts) {
+__global__ void __launch_bounds__(cuda::kThreads)
+    multiclass_write_kernel(const T* __restrict__ boxes, const T* __restrict__ sel_sorted,
+                            const int64_t* __restrict__ sel_order, const int32_t* __restrict__ kept_pos,
+                            const int64_t* __restrict__ sorted_prior, MulticlassDims d, int64_t sel_len,
+                            T* __restrict__ out_boxes, T* __restrict__ out_scores, int64_t* __restrict__ out_labels,
+                            int64_t* __restrict__ out_counts) {
   const int64_t total = d.B * d.K;
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -188,8 +191,8 @@ __global__ void __launch_bounds__(cuda::kThreads) multiclass_write_kernel(const 
 
 template <class Geo, typename T>
 void multiclass_nms_impl(MulticlassProblem& p) {
-  MulticlassDims d{p.batch, p.priors, p.classes, p.max_detections, p.max_candidates, p.background_class,
-                   p.per_class_boxes};
+  MulticlassDims d{p.batch,          p.priors,           p.classes,        p.max_detections,
+                   p.max_candidates, p.background_class, p.per_class_boxes};
   const auto opts = p.scores.options();
   const T* boxes = p.boxes.data_ptr<T>();
   if (d.B == 0) return;
@@ -227,9 +230,9 @@ void multiclass_nms_impl(MulticlassProblem& p) {
   at::Tensor ssel = std::get<0>(sel_sorted).contiguous();
   at::Tensor sorder = std::get<1>(sel_sorted).contiguous();
   multiclass_write_kernel<Geo, T><<<cuda::blocks_for(d.B * d.K), cuda::kThreads, 0, cuda::stream()>>>(
-      boxes, ssel.data_ptr<T>(), sorder.data_ptr<int64_t>(), kept_pos.data_ptr<int32_t>(),
-      sprior.data_ptr<int64_t>(), d, sel_len, p.out_boxes.data_ptr<T>(), p.out_scores.data_ptr<T>(),
-      p.out_labels.data_ptr<int64_t>(), p.out_counts.data_ptr<int64_t>());
+      boxes, ssel.data_ptr<T>(), sorder.data_ptr<int64_t>(), kept_pos.data_ptr<int32_t>(), sprior.data_ptr<int64_t>(),
+      d, sel_len, p.out_boxes.data_ptr<T>(), p.out_scores.data_ptr<T>(), p.out_labels.data_ptr<int64_t>(),
+      p.out_counts.data_ptr<int64_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

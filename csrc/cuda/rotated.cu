@@ -27,7 +27,7 @@ constexpr int kTileM = 128;  // columns (boxes2) per block: consecutive threads 
 constexpr int kTileN = 2;    // rows (boxes1) per block
 
 template <typename T>
-__global__ void __launch_bounds__(kTileM * kTileN)
+__global__ void __launch_bounds__(kTileM* kTileN)
     rotated_pairwise_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out, int64_t a_bs,
                             int64_t b_bs, int64_t batch, int64_t n, int64_t m) {
   const int64_t j = static_cast<int64_t>(blockIdx.x) * kTileM + threadIdx.x;
@@ -99,8 +99,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_nms_rotate
     const at::Tensor& boxes, const at::Tensor& scores, double score_threshold, double iou_threshold,
     int64_t max_detections, int64_t background_class, int64_t max_candidates_per_class) {
   return multiclass_nms_on_cuda<Rotated>(prepare_multiclass(boxes, scores, score_threshold, iou_threshold,
-                                                            max_detections, background_class,
-                                                            max_candidates_per_class, /*box_dim=*/5));
+                                                            max_detections, background_class, max_candidates_per_class,
+                                                            /*box_dim=*/5));
 }
 
 std::tuple<at::Tensor, at::Tensor> soft_nms_rotated_cuda(const at::Tensor& boxes, const at::Tensor& scores,

@@ -23,9 +23,10 @@ namespace {
 constexpr int kSoftThreads = 512;
 
 template <class Geo, typename T>
-__global__ void __launch_bounds__(kSoftThreads) soft_nms_kernel(const T* __restrict__ boxes, T* __restrict__ cur, uint8_t* __restrict__ alive,
-                                int64_t n, T iou_thr, T sigma, T min_score, SoftNmsMethod method,
-                                int64_t* __restrict__ keep, T* __restrict__ kept_scores, int64_t* __restrict__ count) {
+__global__ void __launch_bounds__(kSoftThreads)
+    soft_nms_kernel(const T* __restrict__ boxes, T* __restrict__ cur, uint8_t* __restrict__ alive, int64_t n, T iou_thr,
+                    T sigma, T min_score, SoftNmsMethod method, int64_t* __restrict__ keep, T* __restrict__ kept_scores,
+                    int64_t* __restrict__ count) {
   __shared__ T best_v[kSoftThreads / 32];
   __shared__ int64_t best_i[kSoftThreads / 32];
   __shared__ int64_t sel_s;
@@ -70,8 +71,9 @@ __global__ void __launch_bounds__(kSoftThreads) soft_nms_kernel(const T* __restr
 }
 
 template <class Geo, typename T>
-__global__ void __launch_bounds__(cuda::kThreads) soft_nms_init_kernel(const T* __restrict__ boxes, const T* __restrict__ scores, T* __restrict__ cur,
-                                     uint8_t* __restrict__ alive, int64_t n) {
+__global__ void __launch_bounds__(cuda::kThreads)
+    soft_nms_init_kernel(const T* __restrict__ boxes, const T* __restrict__ scores, T* __restrict__ cur,
+                         uint8_t* __restrict__ alive, int64_t n) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     cur[i] = scores[i];

@@ -11,8 +11,8 @@
 namespace detops {
 
 static void check_rotated(const at::Tensor& t, const char* name, int64_t min_dim) {
-  TORCH_CHECK(t.dim() >= min_dim && t.size(-1) == 5, name, " must have shape [",
-              (min_dim > 1 ? "..., N, " : "..., "), "5] (cx, cy, w, h, angle), got ", shape_str(t));
+  TORCH_CHECK(t.dim() >= min_dim && t.size(-1) == 5, name, " must have shape [", (min_dim > 1 ? "..., N, " : "..., "),
+              "5] (cx, cy, w, h, angle), got ", shape_str(t));
   TORCH_CHECK(t.scalar_type() != at::kBool, name, " must be numeric, got bool");
 }
 

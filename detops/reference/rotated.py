@@ -179,7 +179,8 @@ def multiclass_nms_rotated(boxes, scores, score_threshold=0.05, iou_threshold=0.
             out_boxes[b, k] = bx[b, prior, c] if bx.dim() == 4 else bx[b, prior]
             out_scores[b, k] = score
             out_labels[b, k] = c
-    return out_boxes.to(out_dtype), out_scores.to(out_dtype), out_labels, counts
+    dev = scores.device
+    return out_boxes.to(dev, out_dtype), out_scores.to(dev, out_dtype), out_labels.to(dev), counts.to(dev)
 
 
 def soft_nms_rotated(boxes, scores, iou_threshold=0.3, sigma=0.5, score_threshold=0.001, method="gaussian"):
@@ -191,7 +192,7 @@ def soft_nms_rotated(boxes, scores, iou_threshold=0.3, sigma=0.5, score_threshol
     out_dtype = scores.dtype
     dtype = compute_dtype(scores.dtype)
     bx = boxes.to(dtype).tolist()
-    cur = scores.to(dtype).clone()
+    cur = scores.to("cpu", dtype).clone()
     alive = [i for i in range(len(bx)) if _valid_rotated(bx[i], float(cur[i]))]
     thr = torch.tensor(iou_threshold, dtype=dtype)
     keep, kept_scores = [], []
@@ -209,4 +210,4 @@ def soft_nms_rotated(boxes, scores, iou_threshold=0.3, sigma=0.5, score_threshol
             cur[j] = cur[j] * w
         alive = [j for j in alive if bool(cur[j] >= score_threshold)]
     scores_t = torch.stack(kept_scores) if kept_scores else cur.new_empty(0)
-    return torch.tensor(keep, dtype=torch.int64), scores_t.to(out_dtype)
+    return torch.tensor(keep, dtype=torch.int64, device=boxes.device), scores_t.to(boxes.device, out_dtype)
