@@ -500,6 +500,28 @@ def test_multiclass_nms_rotated_half_and_errors(device, gen):
         detops.multiclass_nms_rotated(b.double(), s)
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_multiclass_and_soft_nms_rotated_on_adversarial_boxes(device, dtype, gen):
+    # Identical, near-identical, nested, touching, huge and negative boxes: where vertex-sorting IoU kernels
+    # go wrong, so where an NMS built on them keeps or drops the wrong boxes.
+    pairs = adversarial_pairs()
+    boxes = torch.tensor([b for pair in pairs for b in pair], dtype=dtype)
+    n = boxes.shape[0]
+    scores = torch.rand(1, n, 2, generator=gen, dtype=torch.float64).to(dtype)
+    for thr in (0.0, 0.5, 0.999):
+        got = detops.multiclass_nms_rotated(boxes[None].to(device), scores.to(device), 0.05, thr, 100)
+        _assert_multiclass_equal(got, ref.multiclass_nms_rotated(boxes[None], scores, 0.05, thr, 100))
+        keep, s = detops.soft_nms_rotated(boxes.to(device), scores[0, :, 0].to(device), iou_threshold=thr,
+                                          method="linear", score_threshold=0.01)
+        rk, rs = ref.soft_nms_rotated(boxes, scores[0, :, 0], iou_threshold=thr, method="linear",
+                                      score_threshold=0.01)
+        assert torch.equal(keep.cpu(), rk)
+        torch.testing.assert_close(s.cpu(), rs)
+    # The first pair is one box twice (IoU exactly 1): at any threshold below 1 one of them goes.
+    got = detops.multiclass_nms_rotated(boxes[None, :2].to(device), scores[:, :2].to(device), 0.0, 0.999, 10)
+    assert got[3].tolist() == [2]  # one per class
+
+
 @pytest.mark.parametrize("method", ["linear", "gaussian"])
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_soft_nms_rotated_against_reference(device, method, dtype, gen):

@@ -66,6 +66,11 @@ def _hull_area(points):
 
 def intersection_area(a, b):
     """Area common to two rotated boxes (w, h > 0, finite), float64."""
+    # Relative to a's centre: the area does not depend on where the pair is, and huge coordinates would
+    # otherwise cost the cross products their precision.
+    ox, oy = float(a[0]), float(a[1])
+    a = [0.0, 0.0, *(float(v) for v in a[2:])]
+    b = [float(b[0]) - ox, float(b[1]) - oy, *(float(v) for v in b[2:])]
     pa, pb = corners(a), corners(b)
     scale = max(abs(float(v)) for v in (*a[2:4], *b[2:4])) ** 2
     tol = 1e-12 * scale
