@@ -27,6 +27,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from detops.nms import multiclass_args
+
 ROTATED_FORMATS = ("cxcywhr", "xywhr", "xyxyxyxy")
 _ALL_FORMATS = ("xyxy", "xywh", "cxcywh", "xywhr", "cxcywhr", "xyxyxyxy")
 _WIDTH = {"cxcywhr": 5, "xywhr": 5, "xyxyxyxy": 8}
@@ -226,15 +228,8 @@ def multiclass_nms_rotated(
         first ``counts[b]`` entries of image b are its detections; the rest is padding (boxes and scores 0,
         labels -1). K is as in :func:`detops.multiclass_nms`.
     """
-    return torch.ops.detops.multiclass_nms_rotated(
-        boxes,
-        scores,
-        float(score_threshold),
-        float(iou_threshold),
-        int(max_detections),
-        -1 if background_class is None else int(background_class),
-        -1 if max_candidates_per_class is None else int(max_candidates_per_class),
-    )
+    return torch.ops.detops.multiclass_nms_rotated(boxes, scores, *multiclass_args(
+        score_threshold, iou_threshold, max_detections, background_class, max_candidates_per_class))
 
 
 def soft_nms_rotated(
