@@ -30,7 +30,14 @@ from detops.hard_negatives import hard_negative_mining, softmax_cross_entropy  #
 from detops.matching import match_boxes, match_priors  # noqa: E402
 from detops.nms import batched_nms, multiclass_nms, nms, soft_nms  # noqa: E402
 from detops.patch import patch_torchvision  # noqa: E402
-from detops.rotated import batched_nms_rotated, box_iou_rotated, box_iou_rotated_aligned, nms_rotated  # noqa: E402
+from detops.rotated import (  # noqa: E402
+    batched_nms_rotated,
+    box_iou_rotated,
+    box_iou_rotated_aligned,
+    multiclass_nms_rotated,
+    nms_rotated,
+    soft_nms_rotated,
+)
 
 __version__ = "0.1.0"
 
@@ -57,10 +64,12 @@ __all__ = [
     "match_boxes",
     "match_priors",
     "multiclass_nms",
+    "multiclass_nms_rotated",
     "nms",
     "nms_rotated",
     "patch_torchvision",
     "sigmoid_focal_loss",
     "soft_nms",
+    "soft_nms_rotated",
     "softmax_cross_entropy",
 ]

@@ -8,9 +8,14 @@ from torch.library import register_fake
 from detops.reference.boxes import result_dtype
 
 
-def _check_boxes(t, name, min_dim=1):
-    torch._check(t.dim() >= min_dim and t.shape[-1] == 4,
-                 lambda: f"{name} must have shape [..., 4], got {list(t.shape)}")
+def _box_shape(lead, box_dim):
+    # "[N, 4]" or "[N, 5] (cx, cy, w, h, angle)": the box shape an error names, as the kernels' checks.
+    return f"[{lead}{box_dim}]" + (" (cx, cy, w, h, angle)" if box_dim == 5 else "")
+
+
+def _check_boxes(t, name, min_dim=1, box_dim=4):
+    torch._check(t.dim() >= min_dim and t.shape[-1] == box_dim,
+                 lambda: f"{name} must have shape {_box_shape('..., ', box_dim)}, got {list(t.shape)}")
 
 
 # ---- boxes (csrc/ops/boxes.cpp) ----
@@ -85,9 +90,9 @@ def _softmax_cross_entropy_fake(logits, targets, ignore_index=-100):
 # ---- nms (csrc/ops/nms.cpp) ----
 
 
-def _check_nms_args(boxes, scores):
-    torch._check(boxes.dim() == 2 and boxes.shape[1] == 4,
-                 lambda: f"boxes must have shape [N, 4], got {list(boxes.shape)}")
+def _check_nms_args(boxes, scores, box_dim=4):
+    torch._check(boxes.dim() == 2 and boxes.shape[1] == box_dim,
+                 lambda: f"boxes must have shape {_box_shape('N, ', box_dim)}, got {list(boxes.shape)}")
     torch._check(scores.dim() == 1 and scores.shape[0] == boxes.shape[0], lambda: "scores must have shape [N]")
 
 
@@ -116,25 +121,33 @@ def multiclass_output_size(priors, classes, max_detections, background_class=-1,
     return min(max_detections, searched * cap)
 
 
-@register_fake("detops::multiclass_nms")
-def _multiclass_nms_fake(boxes, scores, score_threshold, iou_threshold, max_detections, background_class=-1,
-                         max_candidates_per_class=-1):
+def _multiclass_fake(scores, max_detections, background_class, max_candidates_per_class, box_dim):
     torch._check(scores.dim() == 3, lambda: f"scores must have shape [B, P, C], got {list(scores.shape)}")
     b, p, c = scores.shape
     k = multiclass_output_size(p, c, max_detections, background_class, max_candidates_per_class)
     return (
-        scores.new_empty((b, k, 4), dtype=scores.dtype),
+        scores.new_empty((b, k, box_dim), dtype=scores.dtype),
         scores.new_empty((b, k), dtype=scores.dtype),
         scores.new_empty((b, k), dtype=torch.int64),
         scores.new_empty((b,), dtype=torch.int64),
     )
 
 
-@register_fake("detops::soft_nms")
-def _soft_nms_fake(boxes, scores, iou_threshold=0.3, sigma=0.5, score_threshold=0.001, method="gaussian"):
-    _check_nms_args(boxes, scores)
+def _soft_fake(boxes, scores, box_dim):
+    _check_nms_args(boxes, scores, box_dim)
     n = torch.library.get_ctx().new_dynamic_size()
     return boxes.new_empty((n,), dtype=torch.int64), scores.new_empty((n,))
+
+
+@register_fake("detops::multiclass_nms")
+def _multiclass_nms_fake(boxes, scores, score_threshold, iou_threshold, max_detections, background_class=-1,
+                         max_candidates_per_class=-1):
+    return _multiclass_fake(scores, max_detections, background_class, max_candidates_per_class, 4)
+
+
+@register_fake("detops::soft_nms")
+def _soft_nms_fake(boxes, scores, iou_threshold=0.3, sigma=0.5, score_threshold=0.001, method="gaussian"):
+    return _soft_fake(boxes, scores, 4)
 
 
 # ---- yolo (csrc/ops/yolo.cpp) ----
@@ -178,15 +191,10 @@ def _coco_accumulate_fake(status, scores, rank, class_offsets, positives, rec_th
 # ---- rotated (csrc/ops/rotated.cpp) ----
 
 
-def _check_rotated(t, name, min_dim=1):
-    torch._check(t.dim() >= min_dim and t.shape[-1] == 5,
-                 lambda: f"{name} must have shape [..., 5] (cx, cy, w, h, angle), got {list(t.shape)}")
-
-
 @register_fake("detops::box_iou_rotated")
 def _box_iou_rotated_fake(boxes1, boxes2):
-    _check_rotated(boxes1, "boxes1", 2)
-    _check_rotated(boxes2, "boxes2", 2)
+    _check_boxes(boxes1, "boxes1", 2, box_dim=5)
+    _check_boxes(boxes2, "boxes2", 2, box_dim=5)
     lead = torch.broadcast_shapes(boxes1.shape[:-2], boxes2.shape[:-2])
     shape = (*lead, boxes1.shape[-2], boxes2.shape[-2])
     return boxes1.new_empty(shape, dtype=result_dtype(boxes1.dtype, False))
@@ -194,27 +202,32 @@ def _box_iou_rotated_fake(boxes1, boxes2):
 
 @register_fake("detops::box_iou_rotated_aligned")
 def _box_iou_rotated_aligned_fake(boxes1, boxes2):
-    _check_rotated(boxes1, "boxes1")
-    _check_rotated(boxes2, "boxes2")
+    _check_boxes(boxes1, "boxes1", box_dim=5)
+    _check_boxes(boxes2, "boxes2", box_dim=5)
     return boxes1.new_empty(boxes1.shape[:-1], dtype=result_dtype(boxes1.dtype, True))
-
-
-def _check_nms_rotated_args(boxes, scores):
-    torch._check(boxes.dim() == 2 and boxes.shape[1] == 5,
-                 lambda: f"boxes must have shape [N, 5] (cx, cy, w, h, angle), got {list(boxes.shape)}")
-    torch._check(scores.dim() == 1 and scores.shape[0] == boxes.shape[0], lambda: "scores must have shape [N]")
 
 
 @register_fake("detops::nms_rotated")
 def _nms_rotated_fake(boxes, scores, iou_threshold):
-    _check_nms_rotated_args(boxes, scores)
+    _check_nms_args(boxes, scores, 5)
     return _dynamic_index_tensor(boxes)
 
 
 @register_fake("detops::batched_nms_rotated")
 def _batched_nms_rotated_fake(boxes, scores, idxs, iou_threshold):
-    _check_nms_rotated_args(boxes, scores)
+    _check_nms_args(boxes, scores, 5)
     return _dynamic_index_tensor(boxes)
+
+
+@register_fake("detops::multiclass_nms_rotated")
+def _multiclass_nms_rotated_fake(boxes, scores, score_threshold, iou_threshold, max_detections, background_class=-1,
+                                 max_candidates_per_class=-1):
+    return _multiclass_fake(scores, max_detections, background_class, max_candidates_per_class, 5)
+
+
+@register_fake("detops::soft_nms_rotated")
+def _soft_nms_rotated_fake(boxes, scores, iou_threshold=0.3, sigma=0.5, score_threshold=0.001, method="gaussian"):
+    return _soft_fake(boxes, scores, 5)
 
 
 # ---- focal loss (csrc/ops/focal_loss.cpp) ----

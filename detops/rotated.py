@@ -15,15 +15,19 @@ Rules:
 * float32/float64 compute in their own precision, float16/bfloat16 in float32, integers in float64;
   pairwise results are float32 for float16, bfloat16 and integer input (torchvision returns float32 for
   every input, float64 too; detops keeps float64);
-* NMS: suppressed when the IoU with a kept, higher-ranked box is strictly greater than the threshold; rank is
-  decreasing score, ties by lower index; boxes with a NaN score or a non-finite value are never kept and
-  never suppress.
+* NMS (``nms_rotated``, ``batched_nms_rotated``, ``multiclass_nms_rotated``, ``soft_nms_rotated``: the NMS
+  family's ops and kernels with the rotated IoU): suppressed when the IoU with a kept, higher-ranked box is
+  strictly greater than the threshold; rank is decreasing score, ties by lower index; boxes with a NaN score
+  or a non-finite value are never kept and never suppress.
 """
 
 import math
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
+
+from detops.nms import multiclass_args
 
 ROTATED_FORMATS = ("cxcywhr", "xywhr", "xyxyxyxy")
 _ALL_FORMATS = ("xyxy", "xywh", "cxcywh", "xywhr", "cxcywhr", "xyxyxyxy")
@@ -195,6 +199,60 @@ def batched_nms_rotated(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_thresho
         Tensor[K] int64: indices of the kept boxes by decreasing score, ties by lower index.
     """
     return torch.ops.detops.batched_nms_rotated(boxes, scores, idxs, float(iou_threshold))
+
+
+def multiclass_nms_rotated(
+    boxes: Tensor,
+    scores: Tensor,
+    score_threshold: float = 0.05,
+    iou_threshold: float = 0.5,
+    max_detections: int = 100,
+    *,
+    background_class: Optional[int] = None,
+    max_candidates_per_class: Optional[int] = None,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`detops.multiclass_nms` on rotated boxes: per-class NMS for a whole batch with fixed-shape, padded
+    outputs, the rotated IoU in place of the axis-aligned one; every other rule (score threshold strictly
+    above, candidate cap, image order: decreasing score, then lower class, then lower prior index) is the same.
+    On CUDA nothing is copied to the host.
+
+    Args:
+        boxes (Tensor[B, P, 5] or Tensor[B, P, C, 5]): ``(cx, cy, w, h, angle)`` boxes, angle in degrees,
+            shared by all classes or one per class.
+        scores (Tensor[B, P, C]): class probabilities, same dtype and device.
+        score_threshold, iou_threshold, max_detections, background_class, max_candidates_per_class: as in
+            :func:`detops.multiclass_nms`.
+
+    Returns:
+        (boxes Tensor[B, K, 5], scores Tensor[B, K], labels Tensor[B, K] int64, counts Tensor[B] int64): the
+        first ``counts[b]`` entries of image b are its detections; the rest is padding (boxes and scores 0,
+        labels -1). K is as in :func:`detops.multiclass_nms`.
+    """
+    return torch.ops.detops.multiclass_nms_rotated(boxes, scores, *multiclass_args(
+        score_threshold, iou_threshold, max_detections, background_class, max_candidates_per_class))
+
+
+def soft_nms_rotated(
+    boxes: Tensor,
+    scores: Tensor,
+    iou_threshold: float = 0.3,
+    sigma: float = 0.5,
+    score_threshold: float = 0.001,
+    method: str = "gaussian",
+) -> Tuple[Tensor, Tensor]:
+    """:func:`detops.soft_nms` on rotated boxes: the same selection and decay (``1 - IoU`` above
+    ``iou_threshold`` for ``"linear"``, ``exp(-IoU**2 / sigma)`` for ``"gaussian"``) with the rotated IoU.
+
+    Args:
+        boxes (Tensor[N, 5]): ``(cx, cy, w, h, angle)`` boxes, angle in degrees.
+        scores (Tensor[N]): their scores, same dtype and device.
+
+    Returns:
+        (keep Tensor[K] int64, scores Tensor[K]): the selected boxes in selection order and their decayed
+        scores at selection, in the input dtype. Empty for N = 0.
+    """
+    return torch.ops.detops.soft_nms_rotated(boxes, scores, float(iou_threshold), float(sigma),
+                                             float(score_threshold), method)
 
 
 # Radians, as YOLO-OBB heads emit them, to the degrees every op above takes.

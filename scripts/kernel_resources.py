@@ -69,7 +69,7 @@ def launch_bounds(cuda_dir=CUDA_DIR):
     texts = {f: _read(f) for f in files + headers}
     consts = _constants(texts.values())
     bounds = {}
-    for f in files:
+    for f in files + headers:
         for expr, name in _KERNEL_RE.findall(texts[f]):
             bounds[name] = _evaluate(expr, consts) if expr else None
     return bounds

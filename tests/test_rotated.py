@@ -386,6 +386,178 @@ def test_nms_half_computes_in_float32(device, gen):
     assert torch.equal(got, detops.nms_rotated(boxes.float().to(device), scores.float().to(device), 0.5))
 
 
+# ---- multiclass_nms_rotated, soft_nms_rotated ----
+
+
+def multiclass_case(g, b=2, p=120, c=3, per_class=False, dtype=torch.float32):
+    boxes, _, _ = clustered(b * p * (c if per_class else 1), g, torch.float64)
+    boxes = boxes.view(b, p, c, 5) if per_class else boxes.view(b, p, 5)
+    scores = torch.rand(b, p, c, generator=g, dtype=torch.float64)
+    return boxes.to(dtype), scores.to(dtype)
+
+
+def _assert_multiclass_equal(got, want):
+    for x, y in zip(got, want):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert torch.equal(x.cpu(), y), (x, y)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(background_class=0), dict(max_candidates_per_class=15),
+                                dict(max_detections=7), dict(max_detections=5000), dict(score_threshold=0.99),
+                                dict(score_threshold=1.0), dict(iou_threshold=0.0), dict(iou_threshold=-1.0)])
+def test_multiclass_nms_rotated_against_reference(device, kw, gen):
+    boxes, scores = multiclass_case(gen)
+    args = dict(score_threshold=0.3, iou_threshold=0.4, max_detections=60)
+    args.update(kw)
+    got = detops.multiclass_nms_rotated(boxes.to(device), scores.to(device), **args)
+    want = ref.multiclass_nms_rotated(boxes, scores, **args)
+    _assert_multiclass_equal(got, want)
+    out_boxes, out_scores, labels, counts = got
+    classes = 3 - (1 if "background_class" in kw else 0)
+    k = min(args["max_detections"], classes * args.get("max_candidates_per_class", 120))
+    assert out_boxes.shape == (2, k, 5) and labels.shape == (2, k) and counts.shape == (2,)
+    for b in range(2):
+        n = int(counts[b])
+        assert bool((labels[b, n:] == -1).all()) and bool((out_scores[b, n:] == 0).all())
+        assert bool((out_boxes[b, n:] == 0).all())
+    if kw == dict(score_threshold=1.0):
+        assert counts.sum() == 0
+    else:
+        assert counts.min() > 0
+    if kw == dict(max_detections=5000):
+        assert counts.max() < k  # fewer detections than rows: padding
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_multiclass_nms_rotated_per_class_boxes_and_ties(device, dtype, gen):
+    boxes, scores = multiclass_case(gen, per_class=True, dtype=dtype)
+    scores = (scores * 4).round() / 4  # ties across classes and priors
+    got = detops.multiclass_nms_rotated(boxes.to(device), scores.to(device), 0.2, 0.5, 80)
+    _assert_multiclass_equal(got, ref.multiclass_nms_rotated(boxes, scores, 0.2, 0.5, 80))
+
+
+def test_multiclass_nms_rotated_is_per_class_nms(device, gen):
+    # With no cap on detections, each class's detections are nms_rotated over its candidates.
+    boxes, scores = multiclass_case(gen, b=1, p=200, c=4)
+    out_boxes, out_scores, labels, counts = detops.multiclass_nms_rotated(boxes.to(device), scores.to(device),
+                                                                          0.2, 0.5, 10_000)
+    n = int(counts[0])
+    for c in range(4):
+        cand = (scores[0, :, c] > 0.2).nonzero()[:, 0]
+        keep = cand[detops.nms_rotated(boxes[0, cand], scores[0, cand, c], 0.5)]
+        mine = labels[0, :n].cpu() == c
+        assert torch.equal(out_boxes[0, :n][mine.to(device)].cpu(), boxes[0, keep])
+        assert torch.equal(out_scores[0, :n][mine.to(device)].cpu(), scores[0, keep, c])
+
+
+def test_multiclass_nms_rotated_threshold_boundary(device):
+    # IoU of the two boxes is exactly 1/3 rounded once; a third box far away, another class.
+    for dtype in FLOATS:
+        boxes = torch.tensor([[[0.0, 0, 2, 1, 0], [1.0, 0, 2, 1, 0], [30, 30, 2, 2, 45]]], dtype=dtype, device=device)
+        scores = torch.tensor([[[0.9, 0.1], [0.8, 0.1], [0.1, 0.7]]], dtype=dtype, device=device)
+        iou = detops.box_iou_rotated(boxes[0, :1], boxes[0, 1:2]).item()
+        for thr, kept in ((iou, 3), (iou - 1e-5, 2), (iou + 1e-5, 3)):
+            _, s, labels, counts = detops.multiclass_nms_rotated(boxes, scores, 0.5, thr, 10)
+            assert counts.tolist() == [kept]
+            assert labels[0, :kept].tolist() == ([0, 0, 1] if kept == 3 else [0, 1])
+
+
+def test_multiclass_nms_rotated_nan_inf_and_empty(device, gen):
+    boxes, scores = multiclass_case(gen)
+    boxes[0, :10, 0] = math.nan
+    boxes[1, :10, 4] = math.inf
+    scores[0, 10:20, 1] = math.nan
+    scores[1, 20:25, :] = 1.0  # the best scores, on boxes that stay valid
+    got = detops.multiclass_nms_rotated(boxes.to(device), scores.to(device), 0.3, 0.5, 50)
+    _assert_multiclass_equal(got, ref.multiclass_nms_rotated(boxes, scores, 0.3, 0.5, 50))
+    assert not got[0].isnan().any() and not got[0].isinf().any() and not got[1].isnan().any()
+    z = lambda *s: torch.zeros(*s, device=device)  # noqa: E731
+    for shape in ((3, 0, 5), (0, 10, 5)):
+        out = detops.multiclass_nms_rotated(z(*shape), z(*shape[:2], 4), 0.1, 0.5, 5)
+        k = 0 if shape[1] == 0 else 5
+        assert out[0].shape == (shape[0], k, 5) and out[3].shape == (shape[0],) and not out[3].any()
+    out = detops.multiclass_nms_rotated(z(2, 4, 5), z(2, 4, 3), 0.1, 0.5, 5)  # no score above the threshold
+    assert out[0].shape == (2, 5, 5) and not out[3].any() and bool((out[2] == -1).all())
+
+
+def test_multiclass_nms_rotated_half_and_errors(device, gen):
+    boxes, scores = multiclass_case(gen, dtype=torch.float16)
+    got = detops.multiclass_nms_rotated(boxes.to(device), scores.to(device), 0.3, 0.5, 40)
+    assert got[0].dtype == torch.float16 and got[1].dtype == torch.float16
+    _assert_multiclass_equal(got, ref.multiclass_nms_rotated(boxes, scores, 0.3, 0.5, 40))
+    b, s = boxes.float().to(device), scores.float().to(device)
+    with pytest.raises(RuntimeError, match=r"boxes must have shape \[B, P, 5\] \(cx, cy, w, h, angle\) or"):
+        detops.multiclass_nms_rotated(b[..., :4], s)
+    with pytest.raises(RuntimeError, match="scores must have shape"):
+        detops.multiclass_nms_rotated(b, s[0])
+    with pytest.raises(RuntimeError, match="background_class"):
+        detops.multiclass_nms_rotated(b, s, background_class=3)
+    with pytest.raises(RuntimeError, match="max_detections"):
+        detops.multiclass_nms_rotated(b, s, max_detections=-1)
+    with pytest.raises(RuntimeError, match="iou_threshold must be a number"):
+        detops.multiclass_nms_rotated(b, s, iou_threshold=math.nan)
+    with pytest.raises(RuntimeError, match="same dtype"):
+        detops.multiclass_nms_rotated(b.double(), s)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_multiclass_and_soft_nms_rotated_on_adversarial_boxes(device, dtype, gen):
+    # Identical, near-identical, nested, touching, huge and negative boxes: where vertex-sorting IoU kernels
+    # go wrong, so where an NMS built on them keeps or drops the wrong boxes.
+    pairs = adversarial_pairs()
+    boxes = torch.tensor([b for pair in pairs for b in pair], dtype=dtype)
+    n = boxes.shape[0]
+    scores = torch.rand(1, n, 2, generator=gen, dtype=torch.float64).to(dtype)
+    for thr in (0.0, 0.5, 0.999):
+        got = detops.multiclass_nms_rotated(boxes[None].to(device), scores.to(device), 0.05, thr, 100)
+        _assert_multiclass_equal(got, ref.multiclass_nms_rotated(boxes[None], scores, 0.05, thr, 100))
+        keep, s = detops.soft_nms_rotated(boxes.to(device), scores[0, :, 0].to(device), iou_threshold=thr,
+                                          method="linear", score_threshold=0.01)
+        rk, rs = ref.soft_nms_rotated(boxes, scores[0, :, 0], iou_threshold=thr, method="linear",
+                                      score_threshold=0.01)
+        assert torch.equal(keep.cpu(), rk)
+        torch.testing.assert_close(s.cpu(), rs)
+    # The first pair is one box twice (IoU exactly 1): at any threshold below 1 one of them goes.
+    got = detops.multiclass_nms_rotated(boxes[None, :2].to(device), scores[:, :2].to(device), 0.0, 0.999, 10)
+    assert got[3].tolist() == [2]  # one per class
+
+
+@pytest.mark.parametrize("method", ["linear", "gaussian"])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_soft_nms_rotated_against_reference(device, method, dtype, gen):
+    boxes, scores, _ = clustered(120, gen, dtype)
+    for kw in (dict(), dict(iou_threshold=0.5, sigma=0.3, score_threshold=0.05)):
+        keep, s = detops.soft_nms_rotated(boxes.to(device), scores.to(device), method=method, **kw)
+        rk, rs = ref.soft_nms_rotated(boxes, scores, method=method, **kw)
+        assert torch.equal(keep.cpu(), rk)
+        torch.testing.assert_close(s.cpu(), rs)
+        assert bool((s[:-1] >= s[1:]).all()) and s.dtype == dtype
+
+
+def test_soft_nms_rotated_rules(device, gen):
+    boxes = torch.tensor([[0.0, 0, 2, 2, 10], [0.1, 0, 2, 2, 12], [0, 0, 2, 2, 10], [20, 20, 2, 2, 0],
+                          [math.nan, 0, 2, 2, 0], [0, 0, 2, 2, math.inf], [20, 20, 2, 2, 1]], device=device)
+    scores = torch.tensor([0.5, 0.5, 0.9, 0.1, 1.0, 1.0, math.nan], device=device)
+    # linear with iou_threshold 1: no decay, so selection is rank order over the valid boxes (ties by index)
+    keep, s = detops.soft_nms_rotated(boxes, scores, iou_threshold=1.0, method="linear", score_threshold=0.0)
+    assert keep.tolist() == [2, 0, 1, 3] and s.tolist() == scores[[2, 0, 1, 3]].tolist()
+    # identical boxes 0 and 2 (IoU exactly 1): linear decay takes box 0 to 0, below any positive threshold
+    keep, _ = detops.soft_nms_rotated(boxes, scores, iou_threshold=0.5, method="linear", score_threshold=0.01)
+    assert 0 not in keep.tolist() and keep.tolist()[0] == 2
+    keep, s = detops.soft_nms_rotated(boxes, scores, method="linear", iou_threshold=0.5, score_threshold=0.0)
+    rk, rs = ref.soft_nms_rotated(boxes.cpu(), scores.cpu(), method="linear", iou_threshold=0.5, score_threshold=0.0)
+    assert torch.equal(keep.cpu(), rk)
+    torch.testing.assert_close(s.cpu(), rs)  # the kernel's IoU is float32 arithmetic, the reference's rounded
+    empty = detops.soft_nms_rotated(boxes[:0], scores[:0])
+    assert empty[0].shape == (0,) and empty[0].dtype == torch.int64 and empty[1].shape == (0,)
+    with pytest.raises(RuntimeError, match="method"):
+        detops.soft_nms_rotated(boxes, scores, method="hard")
+    with pytest.raises(RuntimeError, match=r"boxes must have shape \[N, 5\]"):
+        detops.soft_nms_rotated(boxes[:, :4], scores)
+    with pytest.raises(RuntimeError, match="sigma"):
+        detops.soft_nms_rotated(boxes, scores, sigma=0.0)
+
+
 # ---- dispatcher integration ----
 
 
@@ -397,6 +569,9 @@ def test_opcheck(device, gen):
     boxes, scores, idxs = boxes.to(device), scores.to(device), idxs.to(device)
     torch.library.opcheck(torch.ops.detops.nms_rotated.default, (boxes, scores, 0.5))
     torch.library.opcheck(torch.ops.detops.batched_nms_rotated.default, (boxes, scores, idxs, 0.5))
+    torch.library.opcheck(torch.ops.detops.soft_nms_rotated.default, (boxes, scores, 0.3, 0.5, 0.001, "linear"))
+    mb, ms = (t.to(device) for t in multiclass_case(gen))
+    torch.library.opcheck(torch.ops.detops.multiclass_nms_rotated.default, (mb, ms, 0.3, 0.5, 20, 0, 50))
 
 
 def test_torch_compile_and_export(device, gen):
@@ -415,6 +590,16 @@ def test_torch_compile_and_export(device, gen):
     ep = torch.export.export(M(), (a, b))
     torch.testing.assert_close(ep.module()(a, b), M()(a, b))
 
+    mb, ms = (t.to(device) for t in multiclass_case(gen))
+
+    def post(boxes, scores):
+        b, s, labels, n = detops.multiclass_nms_rotated(boxes, scores, 0.3, 0.5, 20, background_class=0)
+        return b * 2, s, labels, n
+
+    compiled = torch.compile(post, fullgraph=True, backend="aot_eager")
+    for x, y in zip(compiled(mb, ms), post(mb, ms)):
+        assert torch.equal(x, y)
+
 
 @pytest.mark.cuda
 def test_cuda_matches_cpu(gen):
@@ -426,6 +611,35 @@ def test_cuda_matches_cpu(gen):
     boxes, scores, idxs = clustered(3000, gen, classes=4)
     assert torch.equal(detops.batched_nms_rotated(boxes.cuda(), scores.cuda(), idxs.cuda(), 0.5).cpu(),
                        detops.batched_nms_rotated(boxes, scores, idxs, 0.5))
+    for per_class in (False, True):
+        mb, ms = multiclass_case(gen, b=3, p=1500, c=5, per_class=per_class)
+        for x, y in zip(detops.multiclass_nms_rotated(mb.cuda(), ms.cuda(), 0.2, 0.5, 300, background_class=0),
+                        detops.multiclass_nms_rotated(mb, ms, 0.2, 0.5, 300, background_class=0)):
+            assert torch.equal(x.cpu(), y)
+    keep, s = detops.soft_nms_rotated(boxes[:1000].cuda(), scores[:1000].cuda())
+    rk, rs = detops.soft_nms_rotated(boxes[:1000], scores[:1000])
+    assert torch.equal(keep.cpu(), rk)
+    torch.testing.assert_close(s.cpu(), rs)
+
+
+@pytest.mark.cuda
+def test_cuda_multiclass_nms_rotated_graph_capture(gen):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    boxes, scores = (t.cuda() for t in multiclass_case(gen, b=4, p=500, c=6))
+    expected = detops.multiclass_nms_rotated(boxes, scores, 0.3, 0.5, 50)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        detops.multiclass_nms_rotated(boxes, scores, 0.3, 0.5, 50)  # warm-up on a side stream
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = detops.multiclass_nms_rotated(boxes, scores, 0.3, 0.5, 50)
+    graph.replay()
+    torch.cuda.synchronize()
+    for x, y in zip(out, expected):
+        assert torch.equal(x, y)
 
 
 def test_radians_to_degrees():

@@ -2,6 +2,8 @@
 //
 // Every op ranks its candidates, then runs the greedy sweep of cpu/nms_sweep.h: nms once, batched_nms and
 // multiclass_nms once per category on the work queue of cpu/task_queue.h, soft_nms its own decaying loop.
+// multiclass_nms and soft_nms are written once for both geometries (cpu/multiclass_nms.h, cpu/soft_nms.h;
+// the rotated family runs them on its own boxes).
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -14,7 +16,9 @@
 #include <vector>
 
 #include "box_math.h"
+#include "cpu/multiclass_nms.h"
 #include "cpu/nms_sweep.h"
+#include "cpu/soft_nms.h"
 #include "cpu/task_queue.h"
 #include "ops/nms.h"
 
@@ -134,152 +138,20 @@ at::Tensor batched_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, co
   return to_index_tensor(keep, boxes);
 }
 
-// ---- multiclass_nms ----
-
-template <typename T>
-void multiclass_impl(MulticlassProblem& p) {
-  const int64_t B = p.batch, P = p.priors, C = p.classes, K = p.max_detections, M = p.max_candidates;
-  const T* boxes = p.boxes.data_ptr<T>();
-  const T* scores = p.scores.data_ptr<T>();
-  const T score_thr = threshold_as<T>(p.score_threshold);
-  const T iou_thr = threshold_as<T>(p.iou_threshold);
-  auto box_of = [&](int64_t b, int64_t prior, int64_t c) {
-    return p.per_class_boxes ? boxes + ((b * P + prior) * C + c) * 4 : boxes + (b * P + prior) * 4;
-  };
-  // Per (image, class): the kept prior indices and their scores, at most K of them (only the K best of a
-  // class can reach its image's top K).
-  std::vector<std::vector<Cand<T>>> kept(static_cast<size_t>(B * C));
-  parallel_tasks<Columns<T>>(K > 0 ? B * C : 0, [&](int64_t t, Columns<T>& cols) {
-    const int64_t b = t / C, c = t % C;
-    if (c == p.background_class) return;
-    std::vector<Cand<T>> cand;
-    const T* s = scores + b * P * C + c;
-    for (int64_t prior = 0; prior < P; ++prior) {
-      const T v = s[prior * C];
-      if (v > score_thr && nms_valid(box_of(b, prior, c), v)) cand.push_back({v, prior});
-    }
-    if (cand.empty()) return;
-    if (static_cast<int64_t>(cand.size()) > M) {
-      std::nth_element(cand.begin(), cand.begin() + M, cand.end(), RankBefore<T>{});
-      cand.resize(static_cast<size_t>(M));
-      std::sort(cand.begin(), cand.end(), RankBefore<T>{});
-    } else {
-      sort_by_rank(cand);  // still in increasing prior order, as sort_by_rank needs
-    }
-    const int64_t n = static_cast<int64_t>(cand.size());
-    cols.resize(n);
-    for (int64_t k = 0; k < n; ++k) cols.set(k, box_of(b, cand[k].id, c), k);
-    std::vector<int64_t> keep(static_cast<size_t>(std::min(n, K)));
-    const int64_t nk = run_nms(cols, n, iou_thr, K, keep.data());
-    auto& out = kept[t];
-    out.resize(static_cast<size_t>(nk));
-    for (int64_t k = 0; k < nk; ++k) out[k] = cand[keep[k]];
-  });
-  T* ob = p.out_boxes.data_ptr<T>();
-  T* os = p.out_scores.data_ptr<T>();
-  int64_t* ol = p.out_labels.data_ptr<int64_t>();
-  int64_t* oc = p.out_counts.data_ptr<int64_t>();
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      // Image-level rank: decreasing score, then lower class, then lower prior index.
-      struct Det {
-        T score;
-        int64_t cls, prior;
-      };
-      std::vector<Det> dets;
-      for (int64_t c = 0; c < C; ++c)
-        for (const auto& e : kept[b * C + c]) dets.push_back({e.score, c, e.id});
-      auto before = [](const Det& x, const Det& y) {
-        if (x.score != y.score) return x.score > y.score;
-        return x.cls != y.cls ? x.cls < y.cls : x.prior < y.prior;
-      };
-      const int64_t cnt = std::min<int64_t>(K, static_cast<int64_t>(dets.size()));
-      std::partial_sort(dets.begin(), dets.begin() + cnt, dets.end(), before);
-      for (int64_t k = 0; k < K; ++k) {
-        T* box = ob + (b * K + k) * 4;
-        if (k < cnt) {
-          const T* src = box_of(b, dets[k].prior, dets[k].cls);
-          box[0] = src[0], box[1] = src[1], box[2] = src[2], box[3] = src[3];
-          os[b * K + k] = dets[k].score;
-          ol[b * K + k] = dets[k].cls;
-        } else {
-          box[0] = box[1] = box[2] = box[3] = T(0);
-          os[b * K + k] = T(0);
-          ol[b * K + k] = -1;
-        }
-      }
-      oc[b] = cnt;
-    }
-  });
-}
+// ---- multiclass_nms, soft_nms: cpu/multiclass_nms.h and cpu/soft_nms.h over the column-wise boxes ----
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_nms_cpu(
     const at::Tensor& boxes, const at::Tensor& scores, double score_threshold, double iou_threshold,
     int64_t max_detections, int64_t background_class, int64_t max_candidates_per_class) {
-  MulticlassProblem p = prepare_multiclass(boxes, scores, score_threshold, iou_threshold, max_detections,
-                                           background_class, max_candidates_per_class);
-  AT_DISPATCH_FLOATING_TYPES(p.scores.scalar_type(), "multiclass_nms_cpu", [&] { multiclass_impl<scalar_t>(p); });
-  return finish_multiclass(p);
-}
-
-// ---- soft_nms ----
-
-template <typename T>
-void soft_nms_impl(const SoftNmsProblem& p, std::vector<int64_t>& keep, std::vector<T>& kept_scores) {
-  const T* boxes = p.boxes.data_ptr<T>();
-  const T* scores = p.scores.data_ptr<T>();
-  Columns<T> c;
-  c.resize(p.n);
-  std::vector<T> cur;
-  int64_t n = 0;
-  for (int64_t i = 0; i < p.n; ++i)
-    if (nms_valid(boxes + 4 * i, scores[i])) {
-      c.set(n, boxes + 4 * i, i);
-      cur.push_back(scores[i]);
-      ++n;
-    }
-  const T thr = static_cast<T>(p.iou_threshold), sigma = static_cast<T>(p.sigma);
-  const T min_score = static_cast<T>(p.score_threshold);
-  // The remaining boxes stay in index order, so the first maximum found is the lowest index among ties.
-  while (n > 0) {
-    int64_t best = 0;
-    for (int64_t j = 1; j < n; ++j)
-      if (cur[j] > cur[best]) best = j;
-    if (!(cur[best] >= min_score)) break;
-    keep.push_back(c.id[best]);
-    kept_scores.push_back(cur[best]);
-    const Box<T> a{c.x1[best], c.y1[best], c.x2[best], c.y2[best]};
-    const T aa = c.ar[best];
-    int64_t w = 0;
-    for (int64_t j = 0; j < n; ++j) {
-      if (j == best) continue;
-      const Box<T> b{c.x1[j], c.y1[j], c.x2[j], c.y2[j]};
-      const T ov = iou(a, b, aa, c.ar[j]);
-      const T s = cur[j] * soft_nms_weight(p.method, ov, thr, sigma);
-      if (!(s >= min_score)) continue;  // dropped for good: scores only decay
-      c.x1[w] = c.x1[j], c.y1[w] = c.y1[j], c.x2[w] = c.x2[j], c.y2[w] = c.y2[j], c.ar[w] = c.ar[j];
-      c.id[w] = c.id[j];
-      cur[w] = s;
-      ++w;
-    }
-    n = w;
-  }
+  return multiclass_nms_on_cpu<Columns>(prepare_multiclass(boxes, scores, score_threshold, iou_threshold,
+                                                           max_detections, background_class,
+                                                           max_candidates_per_class));
 }
 
 std::tuple<at::Tensor, at::Tensor> soft_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores,
                                                 double iou_threshold, double sigma, double score_threshold,
                                                 c10::string_view method) {
-  SoftNmsProblem p = prepare_soft_nms(boxes, scores, iou_threshold, sigma, score_threshold, method);
-  at::Tensor keep_t, scores_t;
-  AT_DISPATCH_FLOATING_TYPES(p.boxes.scalar_type(), "soft_nms_cpu", [&] {
-    std::vector<int64_t> keep;
-    std::vector<scalar_t> ks;
-    soft_nms_impl<scalar_t>(p, keep, ks);
-    keep_t = to_index_tensor(keep, boxes);
-    scores_t = at::empty({static_cast<int64_t>(ks.size())}, p.scores.options());
-    if (!ks.empty()) std::memcpy(scores_t.data_ptr<scalar_t>(), ks.data(), ks.size() * sizeof(scalar_t));
-  });
-  return {keep_t, scores_t.to(p.out_dtype)};
+  return soft_nms_on_cpu<Columns>(prepare_soft_nms(boxes, scores, iou_threshold, sigma, score_threshold, method));
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "box_math.h"
+#include "nms_geometry.h"
 #include "ordered_key.h"
 #include "cpu/radix_sort.h"
 #include "cpu/target_clones.h"
@@ -62,8 +63,11 @@ template <typename T>
 using Flag = std::conditional_t<sizeof(T) == 8, int64_t, int32_t>;
 
 // Column-wise boxes in rank order, with the id each one reports when kept; reused across calls of a thread.
+// The candidate store of the axis-aligned geometry: the kernels of cpu/multiclass_nms.h and cpu/soft_nms.h
+// take it or cpu/rotated.cpp's RotatedCandidates, which has the same members.
 template <typename T>
 struct Columns {
+  using Geo = AxisAligned<T>;
   std::vector<T> x1, y1, x2, y2, ar;
   std::vector<int64_t> id;
   std::vector<Flag<T>> removed;
@@ -77,6 +81,17 @@ struct Columns {
     ar[k] = area(Box<T>{box[0], box[1], box[2], box[3]});
     id[k] = box_id;
     removed[k] = 0;
+  }
+  // Greedy NMS over the first n entries (run_nms below).
+  int64_t sweep(int64_t n, T thr, int64_t max_keep, int64_t* keep);
+  // Soft-NMS' access: entry k as one box, its IoU with entry j, and entry j moved to slot w <= j.
+  AreaBox<T> get(int64_t k) const { return {Box<T>{x1[k], y1[k], x2[k], y2[k]}, ar[k]}; }
+  T overlap(const AreaBox<T>& a, int64_t j) const {
+    return iou(a.box, Box<T>{x1[j], y1[j], x2[j], y2[j]}, a.area, ar[j]);
+  }
+  void move(int64_t w, int64_t j) {
+    x1[w] = x1[j], y1[w] = y1[j], x2[w] = x2[j], y2[w] = y2[j], ar[w] = ar[j];
+    id[w] = id[j];
   }
 };
 
@@ -217,6 +232,11 @@ int64_t run_nms(Columns<T>& c, int64_t n, T thr, int64_t max_keep, int64_t* keep
   if (n >= kXSortedMin && thr >= T(0) && n < (int64_t(1) << 31))
     return greedy_nms_xsorted(c, n, thr, max_keep, keep);
   return greedy_nms(c, n, thr, max_keep, keep);
+}
+
+template <typename T>
+int64_t Columns<T>::sweep(int64_t n, T thr, int64_t max_keep, int64_t* keep) {
+  return run_nms(*this, n, thr, max_keep, keep);
 }
 
 }  // namespace detops

@@ -1,5 +1,8 @@
 // CPU kernels of the rotated-box ops (CUDA twin: cuda/rotated.cu; reference: detops/reference/rotated.py).
+// The NMS ops run the NMS family's kernels (cpu/multiclass_nms.h, cpu/soft_nms.h) on rotated boxes.
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include "ops/rotated.h"
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -10,8 +13,11 @@
 #include <limits>
 #include <vector>
 
+#include "cpu/multiclass_nms.h"
+#include "cpu/nms_sweep.h"
+#include "cpu/soft_nms.h"
+#include "nms_geometry.h"
 #include "ops/nms.h"
-#include "ops/rotated.h"
 #include "rotated_math.h"
 
 namespace detops {
@@ -105,46 +111,77 @@ at::Tensor box_iou_rotated_aligned_cpu(const at::Tensor& boxes1, const at::Tenso
     const scalar_t* b = p.b.data_ptr<scalar_t>();
     scalar_t* out = p.out.data_ptr<scalar_t>();
     at::parallel_for(0, p.count, 2048, [=](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i)
-        out[i] = rotated_iou(load_rotated(a + 5 * i), load_rotated(b + 5 * i));
+      for (int64_t i = begin; i < end; ++i) out[i] = rotated_iou(load_rotated(a + 5 * i), load_rotated(b + 5 * i));
     });
   });
   return finish_rotated(p.out, p.out_shape, p.out_dtype);
 }
 
-// Greedy NMS in rank order (decreasing score, ties by lower index) over the valid boxes. With categories,
-// boxes of different categories never suppress each other.
+// Rotated boxes in rank order for the greedy sweep: the rotated counterpart of cpu/nms_sweep.h's Columns
+// (the same members, so cpu/multiclass_nms.h and cpu/soft_nms.h run on either), each box loaded once (its
+// angle's cosine and sine), with the id it reports when kept and its category.
 template <typename T>
-std::vector<int64_t> nms_rotated_impl(const RotatedNmsProblem& p) {
+struct RotatedCandidates {
+  using Geo = Rotated<T>;
+  std::vector<RotatedBox<T>> box;
+  std::vector<int64_t> id, cls;
+  std::vector<uint8_t> removed;
+  void resize(int64_t n) {
+    const size_t m = static_cast<size_t>(n);
+    if (box.size() < m) box.resize(m), id.resize(m), cls.resize(m), removed.resize(m);
+  }
+  void set(int64_t k, const T* p, int64_t box_id, int64_t category = 0) {
+    box[k] = load_rotated(p);
+    id[k] = box_id;
+    cls[k] = category;
+    removed[k] = 0;
+  }
+  // Greedy NMS over the first n entries: writes the ids of the kept boxes, in order, to keep and returns how
+  // many; stops after max_keep. Boxes of different categories never suppress each other.
+  int64_t sweep(int64_t n, T thr, int64_t max_keep, int64_t* keep) {
+    int64_t kept = 0;
+    for (int64_t r = 0; r < n && kept < max_keep; ++r) {
+      if (removed[r]) continue;
+      keep[kept++] = id[r];
+      const RotatedBox<T> a = box[r];
+      const int64_t ca = cls[r];
+      // The later boxes' tests against this kept box are independent: split them over the threads (inline
+      // when already inside a parallel region).
+      at::parallel_for(r + 1, n, 256, [&](int64_t begin, int64_t end) {
+        for (int64_t s = begin; s < end; ++s)
+          if (!removed[s] && cls[s] == ca && rotated_iou(a, box[s]) > thr) removed[s] = 1;
+      });
+    }
+    return kept;
+  }
+  // Soft-NMS' access: entry k as one box, its IoU with entry j, and entry j moved to slot w <= j.
+  RotatedBox<T> get(int64_t k) const { return box[k]; }
+  T overlap(const RotatedBox<T>& a, int64_t j) const { return rotated_iou(a, box[j]); }
+  void move(int64_t w, int64_t j) {
+    box[w] = box[j];
+    id[w] = id[j];
+    cls[w] = cls[j];
+  }
+};
+
+// nms_rotated / batched_nms_rotated: the valid boxes in rank order (decreasing score, ties by lower index),
+// then one greedy sweep.
+template <typename T>
+std::vector<int64_t> nms_rotated_impl(const NmsProblem& p) {
   const T* boxes = p.boxes.data_ptr<T>();
   const T* scores = p.scores.data_ptr<T>();
   const int64_t* cls = p.idxs.defined() ? p.idxs.data_ptr<int64_t>() : nullptr;
-  std::vector<int64_t> order;
-  std::vector<RotatedBox<T>> all = load_all(boxes, p.n);
+  std::vector<Cand<T>> order;
   order.reserve(static_cast<size_t>(p.n));
   for (int64_t i = 0; i < p.n; ++i)
-    if (nms_rotated_valid(all[i], scores[i])) order.push_back(i);
-  std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return scores[x] > scores[y]; });
+    if (Rotated<T>::valid(boxes + 5 * i, scores[i])) order.push_back({scores[i], i});
+  sort_by_rank(order);
   const int64_t k = static_cast<int64_t>(order.size());
-  std::vector<RotatedBox<T>> ranked(static_cast<size_t>(k));
-  std::vector<int64_t> rcls(static_cast<size_t>(k), 0);
-  for (int64_t r = 0; r < k; ++r) {
-    ranked[r] = all[order[r]];
-    if (cls != nullptr) rcls[r] = cls[order[r]];
-  }
-  const T thr = threshold_as<T>(p.iou_threshold);
-  std::vector<uint8_t> removed(static_cast<size_t>(k), 0);
-  std::vector<int64_t> keep;
-  for (int64_t r = 0; r < k; ++r) {
-    if (removed[r]) continue;
-    keep.push_back(order[r]);
-    // The later boxes' tests against this kept box are independent: split them over the threads.
-    const int64_t grain = 256;
-    at::parallel_for(r + 1, k, grain, [&](int64_t begin, int64_t end) {
-      for (int64_t s = begin; s < end; ++s)
-        if (!removed[s] && rcls[s] == rcls[r] && rotated_iou(ranked[r], ranked[s]) > thr) removed[s] = 1;
-    });
-  }
+  RotatedCandidates<T> c;
+  c.resize(k);
+  for (int64_t r = 0; r < k; ++r) c.set(r, boxes + 5 * order[r].id, order[r].id, cls != nullptr ? cls[order[r].id] : 0);
+  std::vector<int64_t> keep(static_cast<size_t>(k));
+  keep.resize(static_cast<size_t>(c.sweep(k, threshold_as<T>(p.iou_threshold), k, keep.data())));
   return keep;
 }
 
@@ -154,19 +191,36 @@ at::Tensor keep_tensor(const std::vector<int64_t>& v, const at::Tensor& like) {
   return out;
 }
 
-at::Tensor run_nms_rotated(const RotatedNmsProblem& p) {
+at::Tensor run_nms_rotated(const NmsProblem& p) {
   std::vector<int64_t> keep;
   AT_DISPATCH_FLOATING_TYPES(p.boxes.scalar_type(), "nms_rotated_cpu", [&] { keep = nms_rotated_impl<scalar_t>(p); });
   return keep_tensor(keep, p.boxes);
 }
 
 at::Tensor nms_rotated_cpu(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
-  return run_nms_rotated(prepare_nms_rotated(boxes, scores, iou_threshold));
+  return run_nms_rotated(prepare_nms(boxes, scores, iou_threshold, /*box_dim=*/5));
 }
 
 at::Tensor batched_nms_rotated_cpu(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
                                    double iou_threshold) {
-  return run_nms_rotated(prepare_batched_nms_rotated(boxes, scores, idxs, iou_threshold));
+  return run_nms_rotated(prepare_batched_nms(boxes, scores, idxs, iou_threshold, /*box_dim=*/5));
+}
+
+// multiclass_nms_rotated, soft_nms_rotated: the NMS family's kernels (cpu/multiclass_nms.h,
+// cpu/soft_nms.h) over RotatedCandidates.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_nms_rotated_cpu(
+    const at::Tensor& boxes, const at::Tensor& scores, double score_threshold, double iou_threshold,
+    int64_t max_detections, int64_t background_class, int64_t max_candidates_per_class) {
+  return multiclass_nms_on_cpu<RotatedCandidates>(prepare_multiclass(boxes, scores, score_threshold, iou_threshold,
+                                                                     max_detections, background_class,
+                                                                     max_candidates_per_class, /*box_dim=*/5));
+}
+
+std::tuple<at::Tensor, at::Tensor> soft_nms_rotated_cpu(const at::Tensor& boxes, const at::Tensor& scores,
+                                                        double iou_threshold, double sigma, double score_threshold,
+                                                        c10::string_view method) {
+  return soft_nms_on_cpu<RotatedCandidates>(
+      prepare_soft_nms(boxes, scores, iou_threshold, sigma, score_threshold, method, /*box_dim=*/5));
 }
 
 }  // namespace
@@ -177,4 +231,6 @@ TORCH_LIBRARY_IMPL(detops, CPU, m) {
   m.impl("box_iou_rotated_aligned", &detops::box_iou_rotated_aligned_cpu);
   m.impl("nms_rotated", &detops::nms_rotated_cpu);
   m.impl("batched_nms_rotated", &detops::batched_nms_rotated_cpu);
+  m.impl("multiclass_nms_rotated", &detops::multiclass_nms_rotated_cpu);
+  m.impl("soft_nms_rotated", &detops::soft_nms_rotated_cpu);
 }

@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include "checks.h"
+#include "ops/lead_dims.h"
 
 namespace detops {
 
@@ -50,15 +51,7 @@ PairwiseProblem prepare_pairwise(const at::Tensor& boxes1, const at::Tensor& box
   PairwiseProblem p;
   p.mode = parse_iou_mode(mode);
   p.eps = eps;
-  const auto lead1 = boxes1.sizes().slice(0, boxes1.dim() - 2);
-  const auto lead2 = boxes2.sizes().slice(0, boxes2.dim() - 2);
-  std::vector<int64_t> lead;
-  try {
-    lead = at::infer_size(lead1, lead2);
-  } catch (const c10::Error&) {
-    TORCH_CHECK(false, "the batch dimensions of boxes1 ", shape_str(boxes1), " and boxes2 ", shape_str(boxes2),
-                " do not broadcast");
-  }
+  const std::vector<int64_t> lead = broadcast_lead_dims(boxes1, boxes2);
   p.batch = c10::multiply_integers(lead);
   p.n = boxes1.size(-2);
   p.m = boxes2.size(-2);

@@ -5,6 +5,8 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <string>
+
 #include "checks.h"
 
 namespace detops {
@@ -21,8 +23,15 @@ static void check_boxes_and_scores_types(const at::Tensor& boxes, const at::Tens
   check_same_dtype(boxes, "boxes", scores, "scores");
 }
 
-static void check_nms_inputs(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
-  TORCH_CHECK(boxes.dim() == 2 && boxes.size(1) == 4, "boxes must have shape [N, 4], got ", shape_str(boxes));
+// "[..., 4]" or "[..., 5] (cx, cy, w, h, angle)": the box shape an error message names.
+static std::string box_shape(const char* lead, int64_t box_dim) {
+  return std::string("[") + lead + std::to_string(box_dim) + "]" + (box_dim == 5 ? " (cx, cy, w, h, angle)" : "");
+}
+
+static void check_nms_inputs(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold,
+                             int64_t box_dim) {
+  TORCH_CHECK(boxes.dim() == 2 && boxes.size(1) == box_dim, "boxes must have shape ", box_shape("N, ", box_dim),
+              ", got ", shape_str(boxes));
   TORCH_CHECK(scores.dim() == 1, "scores must have shape [N], got ", shape_str(scores));
   TORCH_CHECK(boxes.size(0) == scores.size(0), "boxes and scores must hold the same number of boxes, got ",
               shape_str(boxes), " and ", shape_str(scores));
@@ -30,8 +39,9 @@ static void check_nms_inputs(const at::Tensor& boxes, const at::Tensor& scores, 
   check_threshold(iou_threshold, "iou_threshold");
 }
 
-NmsProblem prepare_nms(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
-  check_nms_inputs(boxes, scores, iou_threshold);
+NmsProblem prepare_nms(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold,
+                       int64_t box_dim) {
+  check_nms_inputs(boxes, scores, iou_threshold, box_dim);
   NmsProblem p;
   const auto dtype = compute_dtype(boxes.scalar_type());
   p.boxes = boxes.to(dtype).contiguous();
@@ -42,29 +52,29 @@ NmsProblem prepare_nms(const at::Tensor& boxes, const at::Tensor& scores, double
 }
 
 NmsProblem prepare_batched_nms(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
-                               double iou_threshold) {
-  check_nms_inputs(boxes, scores, iou_threshold);
+                               double iou_threshold, int64_t box_dim) {
+  check_nms_inputs(boxes, scores, iou_threshold, box_dim);
   TORCH_CHECK(idxs.dim() == 1 && idxs.size(0) == boxes.size(0), "idxs must have shape [N] with N = ",
               boxes.size(0), " (one category per box), got ", shape_str(idxs));
   TORCH_CHECK(at::isIntegralType(idxs.scalar_type(), /*includeBool=*/false),
               "idxs must be an integer tensor of categories, got ", idxs.scalar_type());
   check_same_device(boxes, "boxes", idxs, "idxs");
-  NmsProblem p = prepare_nms(boxes, scores, iou_threshold);
+  NmsProblem p = prepare_nms(boxes, scores, iou_threshold, box_dim);
   p.idxs = idxs.to(at::kLong).contiguous();
   return p;
 }
 
 MulticlassProblem prepare_multiclass(const at::Tensor& boxes, const at::Tensor& scores, double score_threshold,
                                      double iou_threshold, int64_t max_detections, int64_t background_class,
-                                     int64_t max_candidates_per_class) {
+                                     int64_t max_candidates_per_class, int64_t box_dim) {
   TORCH_CHECK(scores.dim() == 3, "scores must have shape [B, P, C] (images, priors, classes), got ",
               shape_str(scores));
   const int64_t b = scores.size(0), pr = scores.size(1), c = scores.size(2);
-  const bool shared = boxes.dim() == 3 && boxes.size(0) == b && boxes.size(1) == pr && boxes.size(2) == 4;
-  const bool per_class =
-      boxes.dim() == 4 && boxes.size(0) == b && boxes.size(1) == pr && boxes.size(2) == c && boxes.size(3) == 4;
-  TORCH_CHECK(shared || per_class, "boxes must have shape [B, P, 4] or [B, P, C, 4] matching scores ",
-              shape_str(scores), ", got ", shape_str(boxes));
+  const bool shared = boxes.dim() == 3 && boxes.size(0) == b && boxes.size(1) == pr && boxes.size(2) == box_dim;
+  const bool per_class = boxes.dim() == 4 && boxes.size(0) == b && boxes.size(1) == pr && boxes.size(2) == c &&
+                         boxes.size(3) == box_dim;
+  TORCH_CHECK(shared || per_class, "boxes must have shape ", box_shape("B, P, ", box_dim), " or ",
+              box_shape("B, P, C, ", box_dim), " matching scores ", shape_str(scores), ", got ", shape_str(boxes));
   check_boxes_and_scores_types(boxes, scores);
   check_threshold(score_threshold, "score_threshold");
   check_threshold(iou_threshold, "iou_threshold");
@@ -89,7 +99,7 @@ MulticlassProblem prepare_multiclass(const at::Tensor& boxes, const at::Tensor& 
   p.score_threshold = score_threshold;
   p.iou_threshold = iou_threshold;
   p.out_dtype = scores.scalar_type();
-  p.out_boxes = at::empty({b, p.max_detections, 4}, p.scores.options());
+  p.out_boxes = at::empty({b, p.max_detections, box_dim}, p.scores.options());
   p.out_scores = at::empty({b, p.max_detections}, p.scores.options());
   p.out_labels = at::empty({b, p.max_detections}, p.scores.options().dtype(at::kLong));
   p.out_counts = at::empty({b}, p.scores.options().dtype(at::kLong));
@@ -101,8 +111,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> finish_multiclass(Mul
 }
 
 SoftNmsProblem prepare_soft_nms(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold,
-                                double sigma, double score_threshold, c10::string_view method) {
-  check_nms_inputs(boxes, scores, iou_threshold);
+                                double sigma, double score_threshold, c10::string_view method,
+                                int64_t box_dim) {
+  check_nms_inputs(boxes, scores, iou_threshold, box_dim);
   check_threshold(score_threshold, "score_threshold");
   TORCH_CHECK(sigma > 0, "sigma must be > 0, got ", sigma);
   SoftNmsProblem p;

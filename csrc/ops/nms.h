@@ -1,5 +1,6 @@
 // The NMS family (nms, batched_nms, multiclass_nms, soft_nms): argument checks and the layout both the CPU
 // kernels (cpu/nms.cpp) and the CUDA kernels (cuda/nms.cu) receive. Semantics: docs/ops.md, "NMS family".
+// The rotated family's NMS ops (ops/rotated.h) take the same problems with box_dim = 5.
 //
 // Shared conventions:
 //   * a box is suppressed when its IoU with a kept, higher-ranked box is strictly greater than the threshold
@@ -15,6 +16,7 @@
 #include <limits>
 
 #include "box_math.h"
+#include "nms_geometry.h"
 
 namespace detops {
 
@@ -28,25 +30,21 @@ inline T threshold_as(double threshold) {
   return t;
 }
 
-// True when the box (x1, y1, x2, y2) and its score take part in NMS (no NaN anywhere).
-template <typename T>
-DETOPS_HD bool nms_valid(const T* box, T score) {
-  return score == score && box[0] == box[0] && box[1] == box[1] && box[2] == box[2] && box[3] == box[3];
-}
-
 struct NmsProblem {
-  at::Tensor boxes;   // [N, 4] contiguous, compute dtype (float32 for half/bfloat16)
+  at::Tensor boxes;   // [N, box_dim] contiguous, compute dtype (float32 for half/bfloat16)
   at::Tensor scores;  // [N] contiguous, compute dtype
   at::Tensor idxs;    // [N] int64 contiguous (batched_nms only)
   int64_t n = 0;
   double iou_threshold = 0.5;
 };
-NmsProblem prepare_nms(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold);
+// box_dim: 4 for (x1, y1, x2, y2), 5 for rotated (cx, cy, w, h, angle) boxes.
+NmsProblem prepare_nms(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold,
+                       int64_t box_dim = 4);
 NmsProblem prepare_batched_nms(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
-                               double iou_threshold);
+                               double iou_threshold, int64_t box_dim = 4);
 
 struct MulticlassProblem {
-  at::Tensor boxes;   // [B, P, 4] or [B, P, C, 4] contiguous, compute dtype
+  at::Tensor boxes;   // [B, P, D] or [B, P, C, D] contiguous (D = box_dim), compute dtype
   at::Tensor scores;  // [B, P, C] contiguous, compute dtype
   bool per_class_boxes = false;
   int64_t batch = 0, priors = 0, classes = 0;
@@ -55,13 +53,13 @@ struct MulticlassProblem {
   int64_t max_candidates = 0;     // per class before NMS; P when uncapped
   double score_threshold = 0.05, iou_threshold = 0.5;
   at::ScalarType out_dtype;  // the input dtype: boxes and scores are returned in it
-  // Outputs, allocated by prepare_multiclass: boxes [B, K, 4] and scores [B, K] in compute dtype, labels
+  // Outputs, allocated by prepare_multiclass: boxes [B, K, D] and scores [B, K] in compute dtype, labels
   // [B, K] and counts [B] int64.
   at::Tensor out_boxes, out_scores, out_labels, out_counts;
 };
 MulticlassProblem prepare_multiclass(const at::Tensor& boxes, const at::Tensor& scores, double score_threshold,
                                      double iou_threshold, int64_t max_detections, int64_t background_class,
-                                     int64_t max_candidates_per_class);
+                                     int64_t max_candidates_per_class, int64_t box_dim = 4);
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> finish_multiclass(MulticlassProblem& p);
 
 enum class SoftNmsMethod : int { Linear = 1, Gaussian = 2 };
@@ -73,7 +71,8 @@ struct SoftNmsProblem {
   at::ScalarType out_dtype;
 };
 SoftNmsProblem prepare_soft_nms(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold,
-                                double sigma, double score_threshold, c10::string_view method);
+                                double sigma, double score_threshold, c10::string_view method,
+                                int64_t box_dim = 4);
 
 // Soft-NMS weight of a box overlapping the selected one by `ov` (Bodla et al. 2017, eqs. 2 and 3).
 template <typename T>

@@ -2,19 +2,17 @@
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
 #include "ops/rotated.h"
 
-#include <ATen/ExpandUtils.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-#include <cmath>
-
 #include "checks.h"
+#include "ops/lead_dims.h"
 
 namespace detops {
 
 static void check_rotated(const at::Tensor& t, const char* name, int64_t min_dim) {
-  TORCH_CHECK(t.dim() >= min_dim && t.size(-1) == 5, name, " must have shape [",
-              (min_dim > 1 ? "..., N, " : "..., "), "5] (cx, cy, w, h, angle), got ", shape_str(t));
+  TORCH_CHECK(t.dim() >= min_dim && t.size(-1) == 5, name, " must have shape [", (min_dim > 1 ? "..., N, " : "..., "),
+              "5] (cx, cy, w, h, angle), got ", shape_str(t));
   TORCH_CHECK(t.scalar_type() != at::kBool, name, " must be numeric, got bool");
 }
 
@@ -32,44 +30,31 @@ static at::ScalarType rotated_result_dtype(at::ScalarType t, bool keep_reduced_f
   return t;
 }
 
-static at::Tensor as_batched5(const at::Tensor& t, at::IntArrayRef lead, int64_t batch, at::ScalarType dtype) {
+// One side of a pairwise problem as [batch, K, 5] contiguous rows, and its batch stride in elements. A side
+// without batch dimensions is kept once and shared (stride 0) instead of being copied per batch entry.
+static at::Tensor as_batched5(const at::Tensor& t, at::IntArrayRef lead, int64_t batch, at::ScalarType dtype,
+                              int64_t& batch_stride) {
+  if (t.dim() == 2 && batch > 1) {
+    batch_stride = 0;
+    return t.to(dtype).contiguous().unsqueeze(0);
+  }
   std::vector<int64_t> shape(lead.begin(), lead.end());
   shape.push_back(t.size(-2));
   shape.push_back(5);
+  batch_stride = t.size(-2) * 5;
   return t.to(dtype).expand(shape).reshape({batch, t.size(-2), 5}).contiguous();
 }
 
 RotatedPairwiseProblem prepare_rotated_pairwise(const at::Tensor& boxes1, const at::Tensor& boxes2) {
   check_rotated_pair(boxes1, boxes2, 2);
   RotatedPairwiseProblem p;
-  const auto lead1 = boxes1.sizes().slice(0, boxes1.dim() - 2);
-  const auto lead2 = boxes2.sizes().slice(0, boxes2.dim() - 2);
-  std::vector<int64_t> lead;
-  try {
-    lead = at::infer_size(lead1, lead2);
-  } catch (const c10::Error&) {
-    TORCH_CHECK(false, "the batch dimensions of boxes1 ", shape_str(boxes1), " and boxes2 ", shape_str(boxes2),
-                " do not broadcast");
-  }
+  const std::vector<int64_t> lead = broadcast_lead_dims(boxes1, boxes2);
   p.batch = c10::multiply_integers(lead);
   p.n = boxes1.size(-2);
   p.m = boxes2.size(-2);
   const auto dtype = compute_dtype(boxes1.scalar_type());
-  // A side without batch dimensions is kept once and shared (stride 0) instead of being copied per entry.
-  if (boxes1.dim() == 2 && p.batch > 1) {
-    p.a = boxes1.to(dtype).contiguous().unsqueeze(0);
-    p.a_batch_stride = 0;
-  } else {
-    p.a = as_batched5(boxes1, lead, p.batch, dtype);
-    p.a_batch_stride = p.n * 5;
-  }
-  if (boxes2.dim() == 2 && p.batch > 1) {
-    p.b = boxes2.to(dtype).contiguous().unsqueeze(0);
-    p.b_batch_stride = 0;
-  } else {
-    p.b = as_batched5(boxes2, lead, p.batch, dtype);
-    p.b_batch_stride = p.m * 5;
-  }
+  p.a = as_batched5(boxes1, lead, p.batch, dtype, p.a_batch_stride);
+  p.b = as_batched5(boxes2, lead, p.batch, dtype, p.b_batch_stride);
   p.out_shape = lead;
   p.out_shape.push_back(p.n);
   p.out_shape.push_back(p.m);
@@ -98,38 +83,6 @@ at::Tensor finish_rotated(const at::Tensor& out, const std::vector<int64_t>& sha
   return out.view(shape).to(dtype);
 }
 
-RotatedNmsProblem prepare_nms_rotated(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
-  TORCH_CHECK(boxes.dim() == 2 && boxes.size(1) == 5, "boxes must have shape [N, 5] (cx, cy, w, h, angle), got ",
-              shape_str(boxes));
-  TORCH_CHECK(scores.dim() == 1, "scores must have shape [N], got ", shape_str(scores));
-  TORCH_CHECK(boxes.size(0) == scores.size(0), "boxes and scores must hold the same number of boxes, got ",
-              shape_str(boxes), " and ", shape_str(scores));
-  check_same_device(boxes, "boxes", scores, "scores");
-  check_floating(boxes, "boxes");
-  check_floating(scores, "scores");
-  check_same_dtype(boxes, "boxes", scores, "scores");
-  TORCH_CHECK(!std::isnan(iou_threshold), "iou_threshold must be a number, got NaN");
-  RotatedNmsProblem p;
-  const auto dtype = compute_dtype(boxes.scalar_type());
-  p.boxes = boxes.to(dtype).contiguous();
-  p.scores = scores.to(dtype).contiguous();
-  p.n = boxes.size(0);
-  p.iou_threshold = iou_threshold;
-  return p;
-}
-
-RotatedNmsProblem prepare_batched_nms_rotated(const at::Tensor& boxes, const at::Tensor& scores,
-                                              const at::Tensor& idxs, double iou_threshold) {
-  RotatedNmsProblem p = prepare_nms_rotated(boxes, scores, iou_threshold);
-  TORCH_CHECK(idxs.dim() == 1 && idxs.size(0) == boxes.size(0), "idxs must have shape [N] with N = ",
-              boxes.size(0), " (one category per box), got ", shape_str(idxs));
-  TORCH_CHECK(at::isIntegralType(idxs.scalar_type(), /*includeBool=*/false),
-              "idxs must be an integer tensor of categories, got ", idxs.scalar_type());
-  check_same_device(boxes, "boxes", idxs, "idxs");
-  p.idxs = idxs.to(at::kLong).contiguous();
-  return p;
-}
-
 }  // namespace detops
 
 TORCH_LIBRARY_FRAGMENT(detops, m) {
@@ -137,4 +90,12 @@ TORCH_LIBRARY_FRAGMENT(detops, m) {
   m.def("box_iou_rotated_aligned(Tensor boxes1, Tensor boxes2) -> Tensor");
   m.def("nms_rotated(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
   m.def("batched_nms_rotated(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
+  // multiclass_nms and soft_nms on (cx, cy, w, h, angle) boxes: the axis-aligned ops' arguments and rules.
+  m.def(
+      "multiclass_nms_rotated(Tensor boxes, Tensor scores, float score_threshold, float iou_threshold, "
+      "int max_detections, int background_class=-1, int max_candidates_per_class=-1) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "soft_nms_rotated(Tensor boxes, Tensor scores, float iou_threshold=0.3, float sigma=0.5, "
+      "float score_threshold=0.001, str method=\"gaussian\") -> (Tensor, Tensor)");
 }

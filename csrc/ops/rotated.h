@@ -37,23 +37,9 @@ RotatedAlignedProblem prepare_rotated_aligned(const at::Tensor& boxes1, const at
 // The rotated output as the caller sees it: shape and dtype restored.
 at::Tensor finish_rotated(const at::Tensor& out, const std::vector<int64_t>& shape, at::ScalarType dtype);
 
-// nms_rotated / batched_nms_rotated, with the axis-aligned NMS rules (ops/nms.h): suppressed when the IoU
-// with a kept, higher-ranked box is strictly greater than the threshold; rank = decreasing score, ties by
-// lower index; a box with a NaN score or a non-finite value is never kept and never suppresses.
-struct RotatedNmsProblem {
-  at::Tensor boxes;   // [N, 5] contiguous, compute dtype
-  at::Tensor scores;  // [N] contiguous, compute dtype
-  at::Tensor idxs;    // [N] int64 contiguous, or undefined (nms_rotated)
-  int64_t n = 0;
-  double iou_threshold = 0.5;
-};
-RotatedNmsProblem prepare_nms_rotated(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold);
-RotatedNmsProblem prepare_batched_nms_rotated(const at::Tensor& boxes, const at::Tensor& scores,
-                                              const at::Tensor& idxs, double iou_threshold);
-
-template <typename T>
-DETOPS_HD bool nms_rotated_valid(const RotatedBox<T>& b, T score) {
-  return score == score && rotated_finite(b);
-}
+// nms_rotated / batched_nms_rotated take the NMS family's problems (ops/nms.h) with box_dim = 5, and
+// follow its rules: suppressed when the IoU with a kept, higher-ranked box is strictly greater than the
+// threshold; rank = decreasing score, ties by lower index; a box with a NaN score or a non-finite value is
+// never kept and never suppresses (nms_geometry.h, Rotated).
 
 }  // namespace detops

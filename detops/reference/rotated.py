@@ -66,6 +66,11 @@ def _hull_area(points):
 
 def intersection_area(a, b):
     """Area common to two rotated boxes (w, h > 0, finite), float64."""
+    # Relative to a's centre: the area does not depend on where the pair is, and huge coordinates would
+    # otherwise cost the cross products their precision.
+    ox, oy = float(a[0]), float(a[1])
+    a = [0.0, 0.0, *(float(v) for v in a[2:])]
+    b = [float(b[0]) - ox, float(b[1]) - oy, *(float(v) for v in b[2:])]
     pa, pb = corners(a), corners(b)
     scale = max(abs(float(v)) for v in (*a[2:4], *b[2:4])) ** 2
     tol = 1e-12 * scale
@@ -136,3 +141,78 @@ def _iou_in(a, b, dtype):
 
 def nms_rotated(boxes, scores, iou_threshold):
     return batched_nms_rotated(boxes, scores, torch.zeros(boxes.shape[0], dtype=torch.int64), iou_threshold)
+
+
+def _valid_rotated(box, score):
+    return not math.isnan(score) and all(math.isfinite(v) for v in box)
+
+
+def multiclass_nms_rotated(boxes, scores, score_threshold=0.05, iou_threshold=0.5, max_detections=100, *,
+                           background_class=None, max_candidates_per_class=None):
+    """Reference of :func:`detops.multiclass_nms_rotated`: per image and class, the candidates with a score
+    strictly above the threshold in rank order (capped), a greedy loop keeping at most K; then each image's K
+    best by decreasing score, lower class, lower prior index; padding 0 / 0 / -1."""
+    out_dtype = scores.dtype
+    dtype = compute_dtype(scores.dtype)
+    bx, sc = boxes.to(dtype), scores.to(dtype)
+    n_img, n_prior, n_cls = sc.shape
+    cap = n_prior if max_candidates_per_class is None else min(n_prior, max_candidates_per_class)
+    k_max = min(max_detections, max(0, n_cls - (0 if background_class is None else 1)) * cap)
+    out_boxes = torch.zeros(n_img, k_max, 5, dtype=dtype)
+    out_scores = torch.zeros(n_img, k_max, dtype=dtype)
+    out_labels = torch.full((n_img, k_max), -1, dtype=torch.int64)
+    counts = torch.zeros(n_img, dtype=torch.int64)
+    for b in range(n_img):
+        dets = []  # (score, class, prior)
+        for c in range(n_cls):
+            if c == background_class:
+                continue
+            cb = (bx[b, :, c] if bx.dim() == 4 else bx[b]).tolist()
+            s = sc[b, :, c].tolist()
+            cand = [i for i in range(n_prior) if s[i] > score_threshold and _valid_rotated(cb[i], s[i])]
+            order = sorted(cand, key=lambda i: (-s[i], i))[:cap]
+            keep = []
+            for i in order:
+                if len(keep) >= k_max:
+                    break
+                if all(_iou_in(cb[k], cb[i], dtype) <= iou_threshold for k in keep):
+                    keep.append(i)
+            dets += [(s[i], c, i) for i in keep]
+        dets = sorted(dets, key=lambda d: (-d[0], d[1], d[2]))[:k_max]
+        counts[b] = len(dets)
+        for k, (score, c, prior) in enumerate(dets):
+            out_boxes[b, k] = bx[b, prior, c] if bx.dim() == 4 else bx[b, prior]
+            out_scores[b, k] = score
+            out_labels[b, k] = c
+    dev = scores.device
+    return out_boxes.to(dev, out_dtype), out_scores.to(dev, out_dtype), out_labels.to(dev), counts.to(dev)
+
+
+def soft_nms_rotated(boxes, scores, iou_threshold=0.3, sigma=0.5, score_threshold=0.001, method="gaussian"):
+    """Reference of :func:`detops.soft_nms_rotated`: repeatedly select the remaining box with the highest
+    current score (ties: lower index) while it is >= score_threshold, and decay every other remaining box by
+    the weight of its rotated IoU with it (computed in the kernels' dtype); drop boxes that fall below."""
+    if method not in ("linear", "gaussian"):
+        raise ValueError(f"method must be 'linear' or 'gaussian', got {method!r}")
+    out_dtype = scores.dtype
+    dtype = compute_dtype(scores.dtype)
+    bx = boxes.to(dtype).tolist()
+    cur = scores.to("cpu", dtype).clone()
+    alive = [i for i in range(len(bx)) if _valid_rotated(bx[i], float(cur[i]))]
+    thr = torch.tensor(iou_threshold, dtype=dtype)
+    keep, kept_scores = [], []
+    while alive:
+        vals = cur[alive]
+        best = int(torch.argmax(vals))  # the first maximum: the lowest index among ties
+        if not bool(vals[best] >= score_threshold):
+            break
+        i = alive.pop(best)
+        keep.append(i)
+        kept_scores.append(cur[i].clone())
+        for j in alive:
+            ov = torch.tensor(iou_pair(bx[i], bx[j]), dtype=torch.float64).to(dtype)
+            w = (1 - ov if ov > thr else torch.ones_like(ov)) if method == "linear" else torch.exp(-(ov * ov) / sigma)
+            cur[j] = cur[j] * w
+        alive = [j for j in alive if bool(cur[j] >= score_threshold)]
+    scores_t = torch.stack(kept_scores) if kept_scores else cur.new_empty(0)
+    return torch.tensor(keep, dtype=torch.int64, device=boxes.device), scores_t.to(boxes.device, out_dtype)

@@ -96,3 +96,54 @@ def nms_rotated_vs_loop(dims, ctx):
         return None if len(a ^ b) <= max(1, len(a) // 100) else f"kept sets differ in {len(a ^ b)} boxes"
 
     return Pair((boxes, scores), lambda b, s: detops.nms_rotated(b, s, 0.5), loop, check=check, dtype=dtype)
+
+
+@case("rotated", "multiclass_nms_rotated", "per-image loop", "rotated_clustered", sizes=("8",), quick=("1",),
+      size_label="images")
+def multiclass_nms_rotated_vs_loop(dims, ctx):
+    """multiclass_nms_rotated (2000 boxes x 15 classes per image, score above 0.1, top 100) against the loop a
+    user writes without it: per image, the candidates above the threshold, batched_nms_rotated over their
+    classes, the 100 best. Detections compared by count and scores."""
+    import torch
+
+    dtype = torch.float32 if ctx.dtype not in (torch.float32, torch.float64) else ctx.dtype
+    g = ctx.generator()
+    images, priors, classes, k = dims[0], 2000, 15, 100
+    boxes, _ = clustered_rotated(images * priors, g, ctx.device, dtype)
+    boxes = boxes.view(images, priors, 5)
+    scores = (torch.rand(images, priors, classes, generator=g, dtype=torch.float64) ** 4).to(ctx.device, dtype)
+
+    def ours(b, s):
+        return detops.multiclass_nms_rotated(b, s, 0.1, 0.5, k)
+
+    def loop(b, s):
+        out = []
+        for i in range(b.shape[0]):
+            prior, cls = (s[i] > 0.1).nonzero(as_tuple=True)
+            sc = s[i, prior, cls]
+            keep = detops.batched_nms_rotated(b[i, prior], sc, cls, 0.5)[:k]
+            out.append(sc[keep])
+        return out
+
+    def check(ours, theirs):
+        _, s, _, n = ours
+        for i, want in enumerate(theirs):
+            got = s[i, : int(n[i])]
+            if got.numel() != want.numel() or not torch.equal(got.sort().values, want.sort().values):
+                return f"image {i}: {got.numel()} detections against the loop's {want.numel()}, or other scores"
+        return None
+
+    return Pair((boxes, scores), ours, loop, check=check, dtype=dtype)
+
+
+@case("rotated", "soft_nms_rotated", "reference", "rotated_clustered", sizes=("300",), quick=("50",))
+def soft_nms_rotated_vs_reference(dims, ctx):
+    """Gaussian soft-NMS of rotated boxes against the plain per-box reference loop (no torchvision
+    counterpart)."""
+    import torch
+
+    from detops.reference import rotated as ref
+
+    dtype = torch.float32 if ctx.dtype not in (torch.float32, torch.float64) else ctx.dtype
+    boxes, scores = clustered_rotated(dims[0], ctx.generator(), ctx.device, dtype)
+    return Pair((boxes, scores), detops.soft_nms_rotated, ref.soft_nms_rotated, rtol=1e-4, atol=1e-5, dtype=dtype)
