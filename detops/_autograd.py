@@ -29,17 +29,19 @@ def _vjp(fn, inputs, grad, needs):
 
 
 def _setup_boxes(ctx, inputs, output):
-    boxes1, boxes2, mode, eps = inputs
+    boxes1, boxes2, mode, eps = inputs[:4]
     ctx.save_for_backward(boxes1, boxes2)
     ctx.mode, ctx.eps = mode, eps
+    ctx.fmt = inputs[4] if len(inputs) > 4 else "xyxy"  # box_overlap's box format
 
 
 def _box_overlap_backward(ctx, grad):
     boxes1, boxes2 = ctx.saved_tensors
     g1, g2 = _vjp(
-        lambda a, b: ref_boxes.box_overlap(a, b, ctx.mode, ctx.eps), (boxes1, boxes2), grad, ctx.needs_input_grad[:2]
+        lambda a, b: ref_boxes.box_overlap(a, b, ctx.mode, ctx.eps, ctx.fmt), (boxes1, boxes2), grad,
+        ctx.needs_input_grad[:2],
     )
-    return g1, g2, None, None
+    return g1, g2, None, None, None
 
 
 def _box_iou_aligned_backward(ctx, grad):

@@ -22,7 +22,7 @@ def _check_boxes(t, name, min_dim=1, box_dim=4):
 
 
 @register_fake("detops::box_overlap")
-def _box_overlap_fake(boxes1, boxes2, mode="iou", eps=1e-7):
+def _box_overlap_fake(boxes1, boxes2, mode="iou", eps=1e-7, fmt="xyxy"):
     _check_boxes(boxes1, "boxes1", 2)
     _check_boxes(boxes2, "boxes2", 2)
     lead = torch.broadcast_shapes(boxes1.shape[:-2], boxes2.shape[:-2])

@@ -14,25 +14,30 @@ _AXIS_ALIGNED = ("xyxy", "xywh", "cxcywh")
 _ROTATED = ("cxcywhr", "xywhr", "xyxyxyxy")
 
 
-def box_overlap(boxes1: Tensor, boxes2: Tensor, mode: str = "iou", eps: float = 1e-7) -> Tensor:
+def box_overlap(boxes1: Tensor, boxes2: Tensor, mode: str = "iou", eps: float = 1e-7, fmt: str = "xyxy") -> Tensor:
     """Pairwise overlap matrix of two sets of boxes, in one fused kernel.
 
     Args:
-        boxes1 (Tensor[..., N, 4]): xyxy boxes.
-        boxes2 (Tensor[..., M, 4]): xyxy boxes; leading dimensions broadcast against boxes1's
+        boxes1 (Tensor[..., N, 4]): boxes in format ``fmt``.
+        boxes2 (Tensor[..., M, 4]): boxes in format ``fmt``; leading dimensions broadcast against boxes1's
             (``[B, N, 4]`` with ``[M, 4]`` compares every image's boxes with one shared set).
         mode (str): ``"iou"``, ``"giou"``, ``"diou"``, ``"ciou"`` (torchvision's formulas) or ``"iof"``
             (intersection over the area of boxes1, as mmcv's ``bbox_overlaps(mode="iof")``).
         eps (float): added to the enclosing box's squared diagonal (diou, ciou) and to CIoU's alpha
             denominator, as torchvision does; unused by the other modes.
+        fmt (str): ``"xyxy"`` (default), ``"xywh"`` or ``"cxcywh"``. The kernel reads the boxes as given:
+            corners are computed in the compute dtype, and the areas of xywh and cxcywh boxes are ``w * h``, as
+            torchvision's ``box_iou(fmt=...)`` takes them (docs/reliability.md: where ``x + w`` rounds ``w``
+            away, the corners' area would be 0).
 
     Returns:
         Tensor[..., N, M]: float32 for integer, float16 and bfloat16 input, else the input dtype; boxes of
         two dtypes are promoted first (``torch.promote_types``), as torchvision's arithmetic promotes them.
         Empty when N or M is 0. Differentiable with respect to both inputs.
     """
+    _check_axis_aligned(fmt)
     boxes1, boxes2 = _promote(boxes1, boxes2)
-    return torch.ops.detops.box_overlap(boxes1, boxes2, mode, eps)
+    return torch.ops.detops.box_overlap(boxes1, boxes2, mode, eps, fmt)
 
 
 def _promote(boxes1: Tensor, boxes2: Tensor):
@@ -42,10 +47,9 @@ def _promote(boxes1: Tensor, boxes2: Tensor):
     return boxes1.to(dtype), boxes2.to(dtype)
 
 
-def _to_xyxy(boxes: Tensor, fmt: str) -> Tensor:
+def _check_axis_aligned(fmt: str) -> None:
     if fmt not in _AXIS_ALIGNED:
         raise ValueError(f"fmt must be one of {_AXIS_ALIGNED} for detops overlaps, got {fmt!r}")
-    return boxes if fmt == "xyxy" else box_convert(boxes, fmt, "xyxy")
 
 
 def box_iou(boxes1: Tensor, boxes2: Tensor, fmt: str = "xyxy") -> Tensor:
@@ -58,13 +62,15 @@ def box_iou(boxes1: Tensor, boxes2: Tensor, fmt: str = "xyxy") -> Tensor:
             ``"xywhr"`` or ``"xyxyxyxy"`` (:func:`detops.rotated.box_iou`, last dimension 5 or 8).
 
     Returns:
-        Tensor[..., N, M]: IoU values; NaN where both boxes have zero area (0 / 0), as torchvision.
+        Tensor[..., N, M]: IoU values; NaN where both boxes have zero area (0 / 0), as torchvision. For
+        ``"xywh"`` and ``"cxcywh"`` the areas are ``w * h`` and the intersection comes from the corners,
+        as torchvision computes them.
     """
     if fmt in _ROTATED:  # rotated boxes: detops.rotated (docs/rotated.md)
         from detops import rotated
 
         return rotated.box_iou(boxes1, boxes2, fmt)
-    return box_overlap(_to_xyxy(boxes1, fmt), _to_xyxy(boxes2, fmt), "iou")
+    return box_overlap(boxes1, boxes2, "iou", fmt=fmt)
 
 
 def box_iof(boxes1: Tensor, boxes2: Tensor) -> Tensor:

@@ -179,6 +179,21 @@ def check_pairwise(args):
 
 
 @st.composite
+def fmt_args(draw):
+    dtype = draw(st.sampled_from(FLOATS + INTS))
+    return draw(boxes_tensor(dtype=dtype)), draw(boxes_tensor(dtype=dtype)), draw(st.sampled_from(("xywh", "cxcywh")))
+
+
+def check_fmt(args):
+    # Any four numbers are an xywh / cxcywh box: the rows are read as given (areas w * h, as torchvision).
+    a, b, fmt = args
+    got = detops.box_iou(a, b, fmt=fmt)
+    close(got, ref_boxes.box_overlap(a, b, "iou", fmt=fmt))
+    if a.dtype not in (torch.float16, torch.bfloat16) and _moderate(a, b, limit=1e4 if a.is_floating_point() else 100):
+        close(got, torchvision.ops.box_iou(a, b, fmt=fmt))
+
+
+@st.composite
 def aligned_args(draw):
     dtype = draw(st.sampled_from(FLOATS))
     n = draw(st.integers(0, 6))
@@ -494,6 +509,7 @@ class Case:
 
 CASES = [
     Case("box_overlap", pairwise_args, check_pairwise, 60),
+    Case("box_iou_fmt", fmt_args, check_fmt),
     Case("box_iou_aligned", aligned_args, check_aligned),
     Case("iou_losses", loss_args, check_loss),
     Case("box_area_convert", area_convert_args, check_area_convert),
@@ -524,5 +540,63 @@ def test_agrees_with_reference(case):
     @given(case.args())
     def run(args):
         case.check(args)
+
+    run()
+
+
+# ------------------------------------------------------------------ COCO evaluation against pycocotools
+
+# Box sides from tiny to beyond COCO's "large" range (1e5 x 1e5 is the area ranges' upper end, 1e10).
+COCO_SIDES = (1e-3, 0.5, 4.0, 20.0, 31.9, 32.0, 60.0, 96.0, 150.0, 1e5)
+COCO_SCORES = (0.05, 0.5, 0.5, 0.5, 0.9, 1.0)  # repeated values: ties in the ranking
+
+
+@st.composite
+def coco_box(draw, near=None):
+    if near is not None and draw(st.booleans()):  # a detection on (or next to) a ground-truth box
+        x1, y1, x2, y2 = near
+        d = draw(st.sampled_from((0.0, 0.0, 1.0, -2.0, 5.0)))
+        return [x1 + d, y1, x2 + d, y2 + abs(d)]
+    x, y = draw(st.sampled_from((0.0, 0.0, 10.0, 12.0, 50.0))), draw(st.sampled_from((0.0, 5.0, 40.0)))
+    return [x, y, x + draw(st.sampled_from(COCO_SIDES)), y + draw(st.sampled_from(COCO_SIDES))]
+
+
+@st.composite
+def coco_sets(draw):
+    """(preds, target) in MeanAveragePrecision's format: 1-4 images, up to 3 classes (some with ground truth or
+    detections only), crowds, given areas, empty images, tied scores, tiny and huge boxes."""
+    labels = st.sampled_from((1, 2, 7))
+    preds, target = [], []
+    for _ in range(draw(st.integers(1, 4))):
+        gt = [draw(coco_box()) for _ in range(draw(st.integers(0, 4)))]
+        t = {"boxes": torch.tensor(gt, dtype=torch.float32).reshape(-1, 4),
+             "labels": torch.tensor([draw(labels) for _ in gt], dtype=torch.int64),
+             "iscrowd": torch.tensor([int(draw(st.integers(0, 3)) == 0) for _ in gt], dtype=torch.int64)}
+        if gt and draw(st.booleans()):  # COCO's own "area" (a segmentation's), not the box's
+            t["area"] = torch.tensor([draw(st.sampled_from((0.0, 100.0, 1024.0, 5000.0, 1e6))) for _ in gt])
+        dt = [draw(coco_box(near=draw(st.sampled_from(gt)) if gt else None)) for _ in range(draw(st.integers(0, 6)))]
+        preds.append({"boxes": torch.tensor(dt, dtype=torch.float32).reshape(-1, 4),
+                      "scores": torch.tensor([draw(st.sampled_from(COCO_SCORES)) for _ in dt], dtype=torch.float32),
+                      "labels": torch.tensor([draw(labels) for _ in dt], dtype=torch.int64)})
+        target.append(t)
+    return preds, target
+
+
+def test_coco_evaluation_agrees_with_pycocotools():
+    """The twelve numbers, per-class AP and the precision / recall / scores arrays of
+    detops.metrics.MeanAveragePrecision equal pycocotools' (to 1e-9) on generated small sets."""
+    pytest.importorskip("pycocotools")
+    import test_metrics_coco as coco_tests
+
+    @settings(max_examples=max(settings().max_examples, 60 * settings().max_examples // 40),
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(coco_sets())
+    def run(sets):
+        preds, target = sets
+        got = coco_tests._evaluate(preds, target)
+        if not any(len(d["labels"]) for d in preds + target):  # no class at all: pycocotools has nothing to do
+            assert float(got["map"]) == -1
+            return
+        coco_tests._assert_equal_to_pycocotools(got, coco_tests._pycocotools(*coco_tests._coco_dicts(preds, target)))
 
     run()

@@ -14,12 +14,14 @@ def _area(b):
     return (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
 
 
-def _overlap(a, b, mode, eps, aligned):
-    """a and b broadcast against each other; the same formula serves pairwise and aligned forms."""
+def _overlap(a, b, mode, eps, aligned, area_a=None, area_b=None):
+    """a and b broadcast against each other; the same formula serves pairwise and aligned forms. The areas
+    default to the corners' own."""
     inter_w = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp(min=0)
     inter_h = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp(min=0)
     inter = inter_w * inter_h
-    area_a, area_b = _area(a), _area(b)
+    area_a = _area(a) if area_a is None else area_a
+    area_b = _area(b) if area_b is None else area_b
     # The aligned form follows torchvision's IoU losses: eps on the union and enclosing box, no clamp there.
     pad = eps if aligned else 0.0
     if mode == "iof":
@@ -57,13 +59,27 @@ def result_dtype(dtype, keep_reduced_float):
     return compute_dtype(dtype) if not keep_reduced_float else dtype
 
 
-def box_overlap(boxes1, boxes2, mode="iou", eps=1e-7):
-    """Pairwise overlaps: boxes1[..., N, 4] xyxy, boxes2[..., M, 4] xyxy -> [..., N, M]."""
-    assert mode in MODES
+def _corners_and_area(boxes, fmt):
+    """Boxes of `fmt` as xyxy corners, and their areas: w * h for xywh and cxcywh, as torchvision's
+    box_area(fmt=...) gives them (not the corners' (x2 - x1) * (y2 - y1), which x + w can round to 0)."""
+    if fmt == "xyxy":
+        return boxes, _area(boxes)
+    x, y, w, h = boxes.unbind(-1)
+    if fmt == "xywh":
+        corners = torch.stack((x, y, x + w, y + h), -1)
+    else:
+        corners = torch.stack((x - w / 2, y - h / 2, x + w / 2, y + h / 2), -1)
+    return corners, w * h
+
+
+def box_overlap(boxes1, boxes2, mode="iou", eps=1e-7, fmt="xyxy"):
+    """Pairwise overlaps: boxes1[..., N, 4], boxes2[..., M, 4] in `fmt` (xyxy, xywh, cxcywh) -> [..., N, M]."""
+    assert mode in MODES and fmt in ("xyxy", "xywh", "cxcywh")
     dtype = compute_dtype(boxes1.dtype)
-    a = boxes1.to(dtype)[..., :, None, :]
-    b = boxes2.to(dtype)[..., None, :, :]
-    return _overlap(a, b, mode, eps, aligned=False).to(result_dtype(boxes1.dtype, False))
+    a, area_a = _corners_and_area(boxes1.to(dtype), fmt)
+    b, area_b = _corners_and_area(boxes2.to(dtype), fmt)
+    out = _overlap(a[..., :, None, :], b[..., None, :, :], mode, eps, False, area_a[..., :, None], area_b[..., None, :])
+    return out.to(result_dtype(boxes1.dtype, False))
 
 
 def box_iou_aligned(boxes1, boxes2, mode="iou", eps=1e-7):
