@@ -398,3 +398,48 @@ def test_obb_empty_and_bad_input(g, device):
         yolo.non_max_suppression(pred[:, :5], 0.3, 0.5, rotated=True)
     with pytest.raises(ValueError, match="prediction must be"):
         yolo.non_max_suppression(pred[0], 0.3, 0.5, rotated=True)
+
+
+# ---- the bench cases (detops/bench/cases/yolo.py) on one image, untimed ----
+
+
+def bench_case(name):
+    from detops.bench import registry
+
+    return next(c for c in registry.load_cases() if c.name == name)
+
+
+@pytest.mark.parametrize("name", ["non_max_suppression/yolo_obb/ultralytics", "non_max_suppression/yolo_v8/ultralytics"])
+def test_bench_cases_against_ultralytics(name):
+    pytest.importorskip("ultralytics.utils.nms")
+    from detops.bench import registry, runner
+
+    case = bench_case(name)
+    pair = case.build((1,), registry.Context("cpu", torch.float32, 0))
+    ours, theirs = pair.detops(*pair.inputs), pair.baseline(*pair.inputs)
+    assert ours[0].shape[0] > 10
+    assert runner.check_outputs(pair, ours, theirs) is None
+    if name.endswith("yolo_obb/ultralytics"):  # the check is equality, row for row and in order
+        assert ours[0].shape == (ours[0].shape[0], 7)
+        assert "differ" in runner.check_outputs(pair, ours, [theirs[0][1:]])
+        assert "differ" in runner.check_outputs(pair, ours, [theirs[0].flip(0)])
+
+
+def test_bench_cases_without_ultralytics_are_a_message(monkeypatch):
+    from detops.bench import registry, runner
+
+    real = registry.importlib.util.find_spec
+    monkeypatch.setattr(registry.importlib.util, "find_spec", lambda name: None if name == "ultralytics" else real(name))
+    for name in ("non_max_suppression/yolo_obb/ultralytics", "non_max_suppression/yolo_v8/ultralytics"):
+        row = runner.run_row(bench_case(name), "1", "cpu", torch.float32, 0, 0.001, True)
+        assert row["status"] == "missing" and "pip install ultralytics" in row["message"]
+
+
+def test_bench_obb_workload(g):
+    from detops.bench.cases.yolo import yolo_obb_head
+
+    pred = yolo_obb_head(2, g)
+    assert pred.shape == (2, 4 + 15 + 1, 21504)
+    candidates = (pred[:, 4:-1].amax(1) > 0.25).sum(1)
+    assert bool(((candidates > 1500) & (candidates < 3000)).all())  # about a tenth of the rows are objects
+    assert bool((pred[:, -1].abs() <= 3 * math.pi / 4 + 1).all())  # radians
