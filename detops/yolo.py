@@ -321,12 +321,13 @@ def _probiou_fast_nms(img: Tensor, rows: Tensor, batch: int, iou_thres: float, a
     boxes = torch.cat((rows[:, :2] + offset, rows[:, 2:4], rows[:, 6:]), dim=1)
     # Only boxes of one class can overlap after the offset, so the pairs come per (image, class); an image
     # where that cannot be shown (see _classes_apart) compares all its pairs, as ultralytics does.
+    well = _well_formed(img, rows, batch)
     if agnostic or max_det == 0:
         group = img
     else:
-        apart = _classes_apart(img, rows, batch)
+        apart = well & _classes_apart(img, rows, batch)
         group = img * _GROUP_STRIDE + torch.where(apart[img], rows[:, 5].long() + 1, 0)
-    suppressed = _fast_nms_suppressed(boxes, group, iou_thres)
+    suppressed = _fast_nms_suppressed(boxes, group, iou_thres, well[img])
     keep = torch.nonzero(~suppressed).flatten()
     keep = _first_per_image(img, keep, max_det, batch)
     return img[keep], rows[keep]
@@ -335,31 +336,50 @@ def _probiou_fast_nms(img: Tensor, rows: Tensor, batch: int, iou_thres: float, a
 _GROUP_STRIDE = 1 << 32  # group ids img * this + class + 1 stay distinct for any class count
 
 
-def _classes_apart(img: Tensor, rows: Tensor, batch: int) -> Tensor:
-    """[B] bool: in this image no two boxes of different classes can have a probIoU above 0 once offset by
-    ultralytics' 7680 px per class. Its Bhattacharyya distance is at least |dx|^2 / (4 trace(S1 + S2)) up to
-    the eps terms; |dx| >= 7680 - (the spread of the centres' x) and trace <= max(w^2 + h^2) / 6, so a
-    spread margin of 4 box diagonals puts it above 20, where 1 - exp(-d) rounds to 1 and the probIoU to <= 0.
-    The eps terms are negligible for boxes at least 0.35 px thick and at most 100 times longer than thick."""
-    r = rows.double()
-    w, h = r[:, 2].abs(), r[:, 3].abs()
+# Bounds on the probIoU that let most pairs go uncomputed. For two boxes with Gaussians S1, S2 and centres d
+# apart, the Bhattacharyya distance is d^T (S1 + S2)^-1 d / 4 + (a term >= 0) up to ultralytics' eps terms,
+# so at least |d|^2 / (4 trace(S1 + S2)) = 1.5 |d|^2 / (w1^2 + h1^2 + w2^2 + h2^2). The eps terms are
+# negligible for "well-formed" boxes: finite, at least 0.35 px thick and at most 100 times longer than thick.
+
+
+def _well_formed(img: Tensor, rows: Tensor, batch: int) -> Tensor:
+    """[B] bool: every candidate box of the image is well-formed (see above)."""
+    w, h = rows[:, 2].double().abs(), rows[:, 3].double().abs()
     thin, thick = torch.minimum(w, h), torch.maximum(w, h)
-    ok = torch.isfinite(r[:, [0, 1, 2, 3, 6]]).all(1) & (thin >= 0.35) & (thin * 100 >= thick)
+    ok = torch.isfinite(rows[:, [0, 1, 2, 3, 6]]).all(1) & (thin >= 0.35) & (thin * 100 >= thick)
+    return torch.ones(batch, dtype=torch.bool, device=rows.device).scatter_reduce(0, img, ok, "amin")
+
+
+def _classes_apart(img: Tensor, rows: Tensor, batch: int) -> Tensor:
+    """[B] bool: for well-formed boxes, no two boxes of different classes can have a probIoU above 0 once
+    offset by ultralytics' 7680 px per class: |dx| >= 7680 - (the spread of the centres' x), and a margin of 4
+    box diagonals puts the distance above 20, where 1 - exp(-d) rounds to 1 and the probIoU to <= 0."""
+    r = rows.double()
     inf = torch.full((batch,), float("inf"), dtype=r.dtype, device=r.device)
     x_max = (-inf).scatter_reduce(0, img, r[:, 0], "amax")
     x_min = inf.scatter_reduce(0, img, r[:, 0], "amin")
-    diag2 = torch.zeros_like(inf).scatter_reduce(0, img, w * w + h * h, "amax")
-    bad = torch.zeros(batch, dtype=torch.bool, device=r.device).scatter_reduce(0, img, ~ok, "amax")
+    diag2 = torch.zeros_like(inf).scatter_reduce(0, img, r[:, 2] ** 2 + r[:, 3] ** 2, "amax")
     margin = ULTRALYTICS_MAX_WH - (x_max - x_min)
-    return ~bad & (margin > 0) & (margin * margin >= 16 * diag2)
+    return (margin > 0) & (margin * margin >= 16 * diag2)
+
+
+def _far_apart(boxes: Tensor, i: Tensor, j: Tensor, iou_thres: float) -> Tensor:
+    """[P] bool: the pair's probIoU is provably <= iou_thres (for well-formed boxes): the distance bound above
+    exceeds, with a margin of 1, the distance below which 1 - sqrt(1 - exp(-d) + eps) passes the threshold."""
+    limit = -math.log(1.0 - (1.0 - iou_thres) ** 2 + _PROBIOU_EPS) + 1.0
+    x, y, w, h = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    dx, dy = x[i] - x[j], y[i] - y[j]
+    spread = w[i] ** 2 + h[i] ** 2 + w[j] ** 2 + h[j] ** 2
+    return 1.4 * (dx * dx + dy * dy) > limit * spread
 
 
 _PAIR_CHUNK = 1 << 22  # pairs per step: bounds the memory of an image compared all against all
 
 
-def _fast_nms_suppressed(boxes: Tensor, group: Tensor, iou_thres: float) -> Tensor:
+def _fast_nms_suppressed(boxes: Tensor, group: Tensor, iou_thres: float, well: Tensor) -> Tensor:
     """Fast-NMS over boxes in rank order: [K] bool, True where a box of the same group earlier in the order has
-    a probIoU above iou_thres with it, whether that box is itself suppressed or not."""
+    a probIoU above iou_thres with it, whether that box is itself suppressed or not. `well` [K] bool: the box
+    is in an image of well-formed boxes, where far-apart pairs need no probIoU."""
     k = boxes.shape[0]
     suppressed = torch.zeros(k, dtype=torch.bool, device=boxes.device)
     if k < 2:
@@ -384,6 +404,8 @@ def _fast_nms_suppressed(boxes: Tensor, group: Tensor, iou_thres: float) -> Tens
             a = torch.repeat_interleave(torch.arange(first, last, device=boxes.device), counts, output_size=n_pairs)
             b = a + 1 + torch.arange(n_pairs, device=boxes.device) - (ends[a] - later[a] - base)
             i, j = members[a], members[b]
+            near = ~(well[i] & _far_apart(boxes, i, j, iou_thres))
+            i, j = i[near], j[near]
             hit = _probiou_pairs(boxes, cov, i, j) > iou_thres
             suppressed[j[hit]] = True
         first = last
