@@ -262,33 +262,3 @@ def radians_to_degrees(boxes: Tensor) -> Tensor:
     out[..., 4] = boxes[..., 4] * (180.0 / math.pi)
     return out
 
-
-def obb_non_max_suppression(prediction: Tensor, conf_thres: float = 0.25, iou_thres: float = 0.7,
-                            max_det: int = 300, agnostic: bool = False):
-    """Post-processing of a YOLO-OBB head with exact rotated IoU and greedy NMS per class.
-
-    Args:
-        prediction (Tensor[B, 4 + C + 1, N]): the head's output (class scores after sigmoid): centre x, centre
-            y, width, height, C class scores, then the angle in radians, as ultralytics' OBB models emit.
-        conf_thres (float): candidates need their best class score strictly above it.
-        iou_thres (float): rotated IoU strictly above it with a kept, higher-scored box of the same class
-            (any class with ``agnostic``) suppresses.
-        max_det (int): at most this many detections per image, best first.
-
-    Returns:
-        list of B Tensors [K, 7]: ``(cx, cy, w, h, conf, class, angle in radians)`` per detection, by
-        decreasing confidence (ties by lower prediction index), ultralytics' OBB layout.
-    """
-    if prediction.dim() != 3 or prediction.shape[1] < 6:
-        raise ValueError(f"prediction must have shape [B, 4 + C + 1, N] with C >= 1, got {list(prediction.shape)}")
-    pred = prediction.transpose(1, 2)
-    out = []
-    for p in pred:
-        conf, cls = p[:, 4:-1].max(dim=1)
-        keep = conf > conf_thres
-        p, conf, cls = p[keep], conf[keep], cls[keep]
-        boxes = torch.cat((p[:, :4], p[:, -1:] * (180.0 / math.pi)), dim=1)
-        idxs = torch.zeros_like(cls) if agnostic else cls
-        k = batched_nms_rotated(boxes, conf, idxs, iou_thres)[:max_det]
-        out.append(torch.cat((p[k, :4], conf[k, None], cls[k, None].to(p.dtype), p[k, -1:]), dim=1))
-    return out

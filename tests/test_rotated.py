@@ -648,24 +648,3 @@ def test_radians_to_degrees():
     torch.testing.assert_close(got, torch.tensor([[1.0, 2.0, 3.0, 4.0, 90.0], [0.0, 0.0, 1.0, 1.0, -180.0]],
                                                  dtype=torch.float64))
     assert boxes[0, 4] == math.pi / 2  # the input is left alone
-
-
-def test_obb_non_max_suppression(device, gen):
-    # Two images of 200 predictions, 3 classes; checked against the plain loop over the reference NMS.
-    boxes, _, _ = clustered(200, gen)
-    pred = torch.cat([torch.cat((boxes[:, :4], torch.rand(200, 3, generator=gen), boxes[:, 4:] * math.pi / 180),
-                                dim=1).t()[None]] * 2)
-    pred[1, 4:7] = pred[1, 4:7].flip(0)
-    got = rotated.obb_non_max_suppression(pred.to(device), conf_thres=0.3, iou_thres=0.5, max_det=40)
-    assert len(got) == 2
-    for image, dets in zip(pred, got):
-        p = image.t()
-        conf, cls = p[:, 4:7].max(dim=1)
-        cand = (conf > 0.3).nonzero()[:, 0]
-        deg = torch.cat((p[cand, :4], p[cand, 7:] * 180 / math.pi), dim=1)
-        keep = cand[ref.batched_nms_rotated(deg, conf[cand], cls[cand], 0.5)][:40]
-        want = torch.cat((p[keep, :4], conf[keep, None], cls[keep, None].float(), p[keep, 7:]), dim=1)
-        assert dets.shape == (min(40, keep.numel()), 7)
-        torch.testing.assert_close(dets.cpu(), want)
-    with pytest.raises(ValueError, match="prediction must have shape"):
-        rotated.obb_non_max_suppression(pred[0])

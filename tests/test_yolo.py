@@ -1,6 +1,8 @@
 """The yolo_candidates op against its reference, and detops.yolo.non_max_suppression against the usual
 per-image torchvision loop (both in detops.reference.yolo)."""
 
+import math
+
 import pytest
 import torch
 
@@ -240,3 +242,204 @@ def test_candidates_cuda_matches_cpu(g, dtype):
     out = yolo.non_max_suppression(pred.float().cuda(), 0.25, 0.45)
     for x, y in zip(out, yolo.non_max_suppression(pred.float(), 0.25, 0.45)):
         assert torch.equal(x.cpu(), y)
+
+
+# ---- the head argument: tuples, ambiguous layouts ----
+
+
+def test_tuple_and_list_read_as_their_first_element(g, device):
+    pred = v8_of(v5_head(2, 300, 5, g)).to(device)
+    want = yolo.non_max_suppression(pred, 0.2, 0.5)
+    for wrapped in ((pred, [torch.zeros(1)]), [pred]):  # what an ultralytics model returns in eval mode
+        got = yolo.non_max_suppression(wrapped, 0.2, 0.5)
+        assert all(torch.equal(x, y) for x, y in zip(got, want))
+    with pytest.raises(ValueError, match="empty tuple"):
+        yolo.non_max_suppression((), 0.2, 0.5)
+    with pytest.raises(TypeError, match="prediction must be a Tensor"):
+        yolo.non_max_suppression(("not a head",), 0.2, 0.5)
+
+
+@pytest.mark.parametrize("shape", [(1, 84, 84), (2, 84, 100), (1, 63, 85), (1, 85, 63)])
+def test_ambiguous_layout_needs_head(g, shape, device):
+    # [1, 84, 84] is YOLOv8 at image size 64 (84 predictions, 80 classes); read as v5 it gave 26 detections.
+    pred = torch.rand(shape, generator=g)
+    pred[:, :2] *= 640
+    pred[:, 2:4] = pred[:, 2:4] * 100 + 5
+    pred = pred.to(device)
+    with pytest.raises(ValueError, match=r"ambiguous.*head='v5' or head='v8'"):
+        yolo.non_max_suppression(pred, 0.25, 0.45)
+    if shape[1] > 4:  # as a v8 head (channels first), with head= it is what the per-image loop gives
+        v8 = torch.cat([pred[:, :4], torch.sigmoid(pred[:, 4:] * 4 - 2)], dim=1)
+        got = yolo.non_max_suppression(v8, 0.25, 0.45, head="v8")
+        want = ref.yolo_non_max_suppression(v8.cpu(), 0.25, 0.45, head="v8")
+        assert [x.shape[0] for x in got] == [y.shape[0] for y in want] and got[0].shape[0] > 26
+        assert all(torch.equal(x.cpu(), y) for x, y in zip(got, want))
+
+
+# ---- YOLO-OBB heads (rotated=True) ----
+
+
+def obb_head(b, n, c, g, ties=True, objects=30, size=300.0):
+    """[b, 4 + c + 1, n]: jittered copies of a few rotated objects (so NMS has work), angles in radians."""
+    p = torch.rand(b, 4 + c + 1, n, generator=g)
+    p[:, :2] *= size
+    p[:, 2:4] = p[:, 2:4] * 40 + 4
+    src = torch.randint(0, objects, (b, n), generator=g)
+    p[:, :4] = torch.gather(p[:, :4, :objects], 2, src[:, None].expand(-1, 4, -1)) + torch.randn(b, 4, n, generator=g)
+    p[:, -1] = torch.gather(p[:, -1, :objects] * math.pi - math.pi / 4, 1, src) + torch.randn(b, n, generator=g) * 0.1
+    s = torch.sigmoid(torch.randn(b, c, n, generator=g) * 2 - 1)
+    p[:, 4:4 + c] = (s * 8).round() / 8 if ties else s  # ties: many equal scores, in and across classes
+    return p
+
+
+OBB_KW = [dict(), dict(multi_label=True), dict(agnostic=True), dict(classes=[0, 2]), dict(max_det=7),
+          dict(max_candidates=50), dict(multi_label=True, agnostic=True, max_candidates=80)]
+
+
+def assert_same(got, want):
+    assert len(got) == len(want)
+    for x, y in zip(got, want):
+        assert x.shape == y.shape and x.dtype == y.dtype
+        torch.testing.assert_close(x.cpu(), y.cpu(), rtol=0, atol=0, equal_nan=True)  # bit for bit
+
+
+@pytest.mark.parametrize("kw", OBB_KW)
+@pytest.mark.parametrize("iou", [0.1, 0.6])
+def test_obb_exact_matches_reference(g, kw, iou, device):
+    pred = obb_head(2, 160, 3, g)
+    got = yolo.non_max_suppression(pred.to(device), 0.3, iou, rotated=True, **kw)
+    assert_same(got, ref.yolo_obb_non_max_suppression(pred, 0.3, iou, **kw))
+    for x in got:  # decreasing confidence, [cx, cy, w, h, conf, class, angle]
+        assert x.shape[1] == 7 and bool((x[1:, 4] <= x[:-1, 4]).all())
+
+
+@pytest.mark.parametrize("kw", OBB_KW)
+@pytest.mark.parametrize("iou", [0.0, 0.1, 0.7])
+def test_obb_probiou_matches_reference(g, kw, iou, device):
+    pred = obb_head(3, 400, 4, g).to(device)
+    assert_same(yolo.non_max_suppression(pred, 0.3, iou, rotated=True, overlap="probiou", **kw),
+                ref.yolo_obb_non_max_suppression(pred, 0.3, iou, overlap="probiou", **kw))
+
+
+def ultralytics_nms():
+    return pytest.importorskip("ultralytics.utils.nms").non_max_suppression
+
+
+def ultralytics_kw(kw):
+    kw = dict(kw)
+    if "max_candidates" in kw:
+        kw["max_nms"] = kw.pop("max_candidates")
+    return kw
+
+
+@pytest.mark.parametrize("kw", OBB_KW)
+@pytest.mark.parametrize("ties", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_obb_probiou_same_detections_as_ultralytics(g, kw, ties, dtype, device):
+    nms = ultralytics_nms()
+    pred = obb_head(3, 500, 5, g, ties=ties).to(device, dtype)
+    for iou in (0.1, 0.7):
+        want = nms(pred, 0.3, iou, nc=5, rotated=True, max_time_img=1e3, **ultralytics_kw(kw))
+        assert_same(yolo.non_max_suppression(pred, 0.3, iou, rotated=True, overlap="probiou", **kw), want)
+
+
+def unsafe_images(g):
+    """Images where boxes of two classes can overlap even after ultralytics' 7680 px class offset: zero-size
+    boxes (probIoU about 1 at any distance), boxes wider than the offset, centres spread past it, NaN."""
+    pred = obb_head(5, 120, 3, g)
+    pred[0, 2:4, :40] = 0.0
+    pred[1, 2, :30] = 9000.0
+    pred[2, 0, :30] += 8000.0
+    pred[3, 0, 5] = float("nan")
+    pred[4, 2:4, :60] = 0.2  # tiny: the eps terms matter
+    return pred
+
+
+def test_obb_probiou_classes_that_still_overlap(g, device):
+    pred = unsafe_images(g).to(device)
+    for kw in (dict(), dict(multi_label=True)):
+        got = yolo.non_max_suppression(pred, 0.3, 0.5, rotated=True, overlap="probiou", **kw)
+        assert_same(got, ref.yolo_obb_non_max_suppression(pred, 0.3, 0.5, overlap="probiou", **kw))
+    # Two zero-size boxes of different classes far apart: ultralytics' probIoU is about 1 and one goes.
+    two = torch.zeros(1, 4 + 2 + 1, 2, device=device)
+    two[0, :2, 1] = 500.0
+    two[0, 4, 0] = two[0, 5, 1] = 0.9
+    (got,) = yolo.non_max_suppression(two, 0.3, 0.5, rotated=True, overlap="probiou")
+    assert got.shape[0] == 1
+    (exact,) = yolo.non_max_suppression(two, 0.3, 0.5, rotated=True)
+    assert exact.shape[0] == 2  # the exact rotated IoU of a zero-size box is 0: both kept
+
+
+def test_obb_probiou_unsafe_images_as_ultralytics(g, device):
+    nms = ultralytics_nms()
+    pred = unsafe_images(g).to(device)
+    for kw in (dict(), dict(multi_label=True), dict(agnostic=True)):
+        want = nms(pred, 0.3, 0.5, nc=3, rotated=True, max_time_img=1e3, **ultralytics_kw(kw))
+        assert_same(yolo.non_max_suppression(pred, 0.3, 0.5, rotated=True, overlap="probiou", **kw), want)
+
+
+def test_obb_empty_and_bad_input(g, device):
+    pred = obb_head(2, 50, 3, g).to(device)
+    pred[0, 4:7] = 0.0
+    for overlap in ("iou", "probiou"):
+        out = yolo.non_max_suppression(pred, 0.3, 0.5, rotated=True, overlap=overlap)
+        assert out[0].shape == (0, 7) and out[1].shape[0] > 0
+        assert [o.shape for o in yolo.non_max_suppression(pred, 0.3, 0.5, rotated=True, overlap=overlap,
+                                                          max_det=0)] == [(0, 7), (0, 7)]
+        assert [o.shape for o in yolo.non_max_suppression(pred[:, :, :0], 0.3, 0.5, rotated=True,
+                                                          overlap=overlap)] == [(0, 7), (0, 7)]
+    with pytest.raises(ValueError, match="overlap must be one of"):
+        yolo.non_max_suppression(pred, 0.3, 0.5, rotated=True, overlap="giou")
+    with pytest.raises(ValueError, match="rotated heads only|for rotated heads"):
+        yolo.non_max_suppression(v8_of(v5_head(1, 300, 3, g)), 0.3, 0.5, overlap="probiou")
+    with pytest.raises(ValueError, match="rotated heads are"):
+        yolo.non_max_suppression(pred, 0.3, 0.5, rotated=True, head="v5")
+    with pytest.raises(ValueError, match=r"4 \+ C \+ 1"):
+        yolo.non_max_suppression(pred[:, :5], 0.3, 0.5, rotated=True)
+    with pytest.raises(ValueError, match="prediction must be"):
+        yolo.non_max_suppression(pred[0], 0.3, 0.5, rotated=True)
+
+
+# ---- the bench cases (detops/bench/cases/yolo.py) on one image, untimed ----
+
+
+def bench_case(name):
+    from detops.bench import registry
+
+    return next(c for c in registry.load_cases() if c.name == name)
+
+
+@pytest.mark.parametrize("name", ["non_max_suppression/yolo_obb/ultralytics", "non_max_suppression/yolo_v8/ultralytics"])
+def test_bench_cases_against_ultralytics(name):
+    pytest.importorskip("ultralytics.utils.nms")
+    from detops.bench import registry, runner
+
+    case = bench_case(name)
+    pair = case.build((1,), registry.Context("cpu", torch.float32, 0))
+    ours, theirs = pair.detops(*pair.inputs), pair.baseline(*pair.inputs)
+    assert ours[0].shape[0] > 10
+    assert runner.check_outputs(pair, ours, theirs) is None
+    if name.endswith("yolo_obb/ultralytics"):  # the check is equality, row for row and in order
+        assert ours[0].shape == (ours[0].shape[0], 7)
+        assert "differ" in runner.check_outputs(pair, ours, [theirs[0][1:]])
+        assert "differ" in runner.check_outputs(pair, ours, [theirs[0].flip(0)])
+
+
+def test_bench_cases_without_ultralytics_are_a_message(monkeypatch):
+    from detops.bench import registry, runner
+
+    real = registry.importlib.util.find_spec
+    monkeypatch.setattr(registry.importlib.util, "find_spec", lambda name: None if name == "ultralytics" else real(name))
+    for name in ("non_max_suppression/yolo_obb/ultralytics", "non_max_suppression/yolo_v8/ultralytics"):
+        row = runner.run_row(bench_case(name), "1", "cpu", torch.float32, 0, 0.001, True)
+        assert row["status"] == "missing" and "pip install ultralytics" in row["message"]
+
+
+def test_bench_obb_workload(g):
+    from detops.bench.cases.yolo import yolo_obb_head
+
+    pred = yolo_obb_head(2, g)
+    assert pred.shape == (2, 4 + 15 + 1, 21504)
+    candidates = (pred[:, 4:-1].amax(1) > 0.25).sum(1)
+    assert bool(((candidates > 1500) & (candidates < 3000)).all())  # about a tenth of the rows are objects
+    assert bool((pred[:, -1].abs() <= 3 * math.pi / 4 + 1).all())  # radians
