@@ -17,7 +17,7 @@ What it does, in order:
 6. inference on ``--infer`` (a folder of images, one image, or a video file; default: the validation images),
    boxes drawn into ``OUT/detections/*.png``.
 
-Run ``python examples/finetune_fasterrcnn.py --help`` for the options; ``examples/README.md`` walks through it.
+Run ``python examples/finetune_fasterrcnn.py --help`` for the options.
 """
 
 from __future__ import annotations

@@ -7,7 +7,11 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 "$PY" -m pip install -q --disable-pip-version-check \
   torch==2.14.1 torchvision==0.29.1 \
-  setuptools wheel ninja pybind11 numpy pillow tqdm tensorboard matplotlib pytest pytest-benchmark hypothesis pycocotools shapely ruff
+  setuptools wheel ninja pybind11 numpy pillow tqdm tensorboard matplotlib pytest pytest-benchmark hypothesis pycocotools shapely ruff \
+  opencv-python-headless pyyaml requests
+# ultralytics is the YOLO tests' and benchmarks' anchor; without its own dependency list, which would pull the
+# GUI build of OpenCV and packages its post-processing never imports.
+"$PY" -m pip install -q --disable-pip-version-check --no-deps ultralytics==8.4.190
 if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then export CUDA_HOME=/usr/local/cuda; fi
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 # With no GPU visible and no arch list given, build for sm_90 only, as the README's test command does: the
