@@ -133,7 +133,7 @@ def yolo_obb_non_max_suppression(
             conf, j = conf[i], j[i]
         rows = torch.cat([x[i, :4].to(dtype), conf[:, None].to(dtype), j[:, None].to(dtype), x[i, -1:].to(dtype)], 1)
         if classes is not None:
-            rows = rows[(rows[:, 5:6] == torch.tensor(classes, dtype=dtype)).any(1)]
+            rows = rows[(rows[:, 5:6] == torch.tensor(classes, dtype=dtype, device=rows.device)).any(1)]
         if overlap == "probiou":
             if rows.shape[0] > max_candidates:
                 rows = rows[rows[:, 4].argsort(descending=True)[:max_candidates]]

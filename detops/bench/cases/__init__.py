@@ -22,12 +22,9 @@ workload gets a name and a sentence in :data:`detops.bench.workloads.WORKLOADS`.
 
 import importlib
 
-FAMILIES = ("boxes", "coding", "nms", "matching", "hard_negatives", "yolo", "ssd")
-# Families whose module may not exist in every checkout (added alongside their ops).
-OPTIONAL_FAMILIES = ("rotated", "focal_loss", "metrics")
+# The kernel families, then the application-level cases (the SSD pieces, evaluation, torchvision training steps).
+FAMILIES = ("boxes", "coding", "nms", "matching", "hard_negatives", "yolo", "rotated", "focal_loss", "ssd", "metrics",
+            "training")
 
 for _family in FAMILIES:
     importlib.import_module(f"detops.bench.cases.{_family}")
-for _family in OPTIONAL_FAMILIES:
-    if importlib.util.find_spec(f"detops.bench.cases.{_family}") is not None:
-        importlib.import_module(f"detops.bench.cases.{_family}")
