@@ -71,10 +71,20 @@ def cases(g):
     out = []
     for mode in ("iou", "giou", "diou", "ciou", "iof"):
         for name, a, b in (("float32", a32, b32), ("float64", a64, b64)):
-            out.append((f"box_overlap {mode} {name}", lambda d, a=a, b=b, m=mode: detops.box_overlap(a.to(d), b.to(d), m),
-                        False))
-        out.append((f"box_iou_aligned {mode}", lambda d, m=mode: detops.box_iou_aligned(a32[:70].to(d), b32[:70].to(d), m),
-                    False))
+            out.append(
+                (
+                    f"box_overlap {mode} {name}",
+                    lambda d, a=a, b=b, m=mode: detops.box_overlap(a.to(d), b.to(d), m),
+                    False,
+                )
+            )
+        out.append(
+            (
+                f"box_iou_aligned {mode}",
+                lambda d, m=mode: detops.box_iou_aligned(a32[:70].to(d), b32[:70].to(d), m),
+                False,
+            )
+        )
     out += [
         ("box_overlap batched", lambda d: detops.box_overlap(batched.to(d), anchors.to(d), "ciou"), False),
         ("encode_boxes", lambda d: detops.encode_boxes(batched.to(d), anchors.to(d), (10, 10, 5, 5)), False),
@@ -82,13 +92,20 @@ def cases(g):
         ("nms", lambda d: detops.nms(nms_boxes.to(d), nms_scores.to(d), 0.5), True),
         ("batched_nms", lambda d: detops.batched_nms(nms_boxes.to(d), nms_scores.to(d), idxs.to(d), 0.5), True),
         ("multiclass_nms", lambda d: detops.multiclass_nms(mc_boxes.to(d), mc_scores.to(d), 0.2, 0.5, 50), True),
-        ("multiclass_nms per-class boxes", lambda d: detops.multiclass_nms(
-            mc_class_boxes.to(d), mc_scores.to(d), 0.2, 0.5, 50, background_class=0, max_candidates_per_class=40),
-         True),
+        (
+            "multiclass_nms per-class boxes",
+            lambda d: detops.multiclass_nms(
+                mc_class_boxes.to(d), mc_scores.to(d), 0.2, 0.5, 50, background_class=0, max_candidates_per_class=40
+            ),
+            True,
+        ),
         ("soft_nms gaussian", lambda d: detops.soft_nms(nms_boxes.to(d), nms_scores.to(d), method="gaussian"), False),
         ("soft_nms linear", lambda d: detops.soft_nms(nms_boxes.to(d), nms_scores.to(d), method="linear"), False),
-        ("match_priors", lambda d: detops.match_priors(gt.to(d), gt_labels.to(d), priors.to(d), 0.3,
-                                                       counts=counts.to(d)), False),
+        (
+            "match_priors",
+            lambda d: detops.match_priors(gt.to(d), gt_labels.to(d), priors.to(d), 0.3, counts=counts.to(d)),
+            False,
+        ),
         ("match_boxes", lambda d: detops.match_boxes(quality.to(d), 0.7, 0.3, True), True),
         ("hard_negative_mining", lambda d: detops.hard_negative_mining(loss.to(d), positives.to(d), 3), True),
         ("softmax_cross_entropy fwd+bwd", grad_of_cross_entropy, False),

@@ -38,7 +38,9 @@ def _setup_boxes(ctx, inputs, output):
 def _box_overlap_backward(ctx, grad):
     boxes1, boxes2 = ctx.saved_tensors
     g1, g2 = _vjp(
-        lambda a, b: ref_boxes.box_overlap(a, b, ctx.mode, ctx.eps, ctx.fmt), (boxes1, boxes2), grad,
+        lambda a, b: ref_boxes.box_overlap(a, b, ctx.mode, ctx.eps, ctx.fmt),
+        (boxes1, boxes2),
+        grad,
         ctx.needs_input_grad[:2],
     )
     return g1, g2, None, None, None

@@ -14,8 +14,10 @@ def _box_shape(lead, box_dim):
 
 
 def _check_boxes(t, name, min_dim=1, box_dim=4):
-    torch._check(t.dim() >= min_dim and t.shape[-1] == box_dim,
-                 lambda: f"{name} must have shape {_box_shape('..., ', box_dim)}, got {list(t.shape)}")
+    torch._check(
+        t.dim() >= min_dim and t.shape[-1] == box_dim,
+        lambda: f"{name} must have shape {_box_shape('..., ', box_dim)}, got {list(t.shape)}",
+    )
 
 
 # ---- boxes (csrc/ops/boxes.cpp) ----
@@ -91,8 +93,10 @@ def _softmax_cross_entropy_fake(logits, targets, ignore_index=-100):
 
 
 def _check_nms_args(boxes, scores, box_dim=4):
-    torch._check(boxes.dim() == 2 and boxes.shape[1] == box_dim,
-                 lambda: f"boxes must have shape {_box_shape('N, ', box_dim)}, got {list(boxes.shape)}")
+    torch._check(
+        boxes.dim() == 2 and boxes.shape[1] == box_dim,
+        lambda: f"boxes must have shape {_box_shape('N, ', box_dim)}, got {list(boxes.shape)}",
+    )
     torch._check(scores.dim() == 1 and scores.shape[0] == boxes.shape[0], lambda: "scores must have shape [N]")
 
 
@@ -140,8 +144,9 @@ def _soft_fake(boxes, scores, box_dim):
 
 
 @register_fake("detops::multiclass_nms")
-def _multiclass_nms_fake(boxes, scores, score_threshold, iou_threshold, max_detections, background_class=-1,
-                         max_candidates_per_class=-1):
+def _multiclass_nms_fake(
+    boxes, scores, score_threshold, iou_threshold, max_detections, background_class=-1, max_candidates_per_class=-1
+):
     return _multiclass_fake(scores, max_detections, background_class, max_candidates_per_class, 4)
 
 
@@ -156,8 +161,10 @@ def _soft_nms_fake(boxes, scores, iou_threshold=0.3, sigma=0.5, score_threshold=
 @register_fake("detops::yolo_candidates")
 def _yolo_candidates_fake(prediction, conf_thres, objectness=True):
     first_class = 5 if objectness else 4
-    torch._check(prediction.dim() == 3 and prediction.shape[2] > first_class,
-                 lambda: f"prediction must have shape [B, N, {first_class} + C], got {list(prediction.shape)}")
+    torch._check(
+        prediction.dim() == 3 and prediction.shape[2] > first_class,
+        lambda: f"prediction must have shape [B, N, {first_class} + C], got {list(prediction.shape)}",
+    )
     k = torch.library.get_ctx().new_dynamic_size()
     return (
         prediction.new_empty((k,), dtype=torch.int64),
@@ -172,8 +179,10 @@ def _yolo_candidates_fake(prediction, conf_thres, objectness=True):
 
 @register_fake("detops::coco_match")
 def _coco_match_fake(dt_boxes, gt_boxes, gt_crowd, gt_ignore, dt_offsets, gt_offsets, iou_thresholds):
-    torch._check(dt_boxes.dim() == 2 and dt_boxes.shape[1] == 4,
-                 lambda: f"dt_boxes must have shape [D, 4], got {list(dt_boxes.shape)}")
+    torch._check(
+        dt_boxes.dim() == 2 and dt_boxes.shape[1] == 4,
+        lambda: f"dt_boxes must have shape [D, 4], got {list(dt_boxes.shape)}",
+    )
     torch._check(gt_ignore.dim() == 2, lambda: f"gt_ignore must have shape [A, G], got {list(gt_ignore.shape)}")
     return dt_boxes.new_empty((gt_ignore.shape[0], len(iou_thresholds), dt_boxes.shape[0]), dtype=torch.int64)
 
@@ -220,8 +229,9 @@ def _batched_nms_rotated_fake(boxes, scores, idxs, iou_threshold):
 
 
 @register_fake("detops::multiclass_nms_rotated")
-def _multiclass_nms_rotated_fake(boxes, scores, score_threshold, iou_threshold, max_detections, background_class=-1,
-                                 max_candidates_per_class=-1):
+def _multiclass_nms_rotated_fake(
+    boxes, scores, score_threshold, iou_threshold, max_detections, background_class=-1, max_candidates_per_class=-1
+):
     return _multiclass_fake(scores, max_detections, background_class, max_candidates_per_class, 5)
 
 
@@ -235,10 +245,13 @@ def _soft_nms_rotated_fake(boxes, scores, iou_threshold=0.3, sigma=0.5, score_th
 
 def _focal_dtype(inputs, targets):
     torch._check(inputs.dtype.is_floating_point, lambda: f"inputs must be a floating-point tensor, got {inputs.dtype}")
-    torch._check(targets.dtype.is_floating_point,
-                 lambda: f"targets must be a floating-point tensor, got {targets.dtype}")
-    torch._check(targets.shape == inputs.shape,
-                 lambda: f"targets must have the shape of inputs {list(inputs.shape)}, got {list(targets.shape)}")
+    torch._check(
+        targets.dtype.is_floating_point, lambda: f"targets must be a floating-point tensor, got {targets.dtype}"
+    )
+    torch._check(
+        targets.shape == inputs.shape,
+        lambda: f"targets must have the shape of inputs {list(inputs.shape)}, got {list(targets.shape)}",
+    )
     return torch.promote_types(inputs.dtype, targets.dtype)
 
 

@@ -15,10 +15,16 @@ from detops.errors import UserError
 COMMANDS = [
     ("info", "detops.info", "versions, what was compiled, visible GPUs (paste this into bug reports)"),
     ("data", "detops.ssd.commands.data", "make a dataset: detops data synthetic OUT (VOC layout)"),
-    ("train", "detops.ssd.commands.train",
-     "train an SSD on a VOC-format dataset (torchrun --nproc_per_node N -m detops train ...)"),
-    ("eval", "detops.ssd.commands.evaluate",
-     "mAP and per-class AP of a checkpoint: --metric voc07 (11-point), voc (all-point) or coco (AP@[.5:.95])"),
+    (
+        "train",
+        "detops.ssd.commands.train",
+        "train an SSD on a VOC-format dataset (torchrun --nproc_per_node N -m detops train ...)",
+    ),
+    (
+        "eval",
+        "detops.ssd.commands.evaluate",
+        "mAP and per-class AP of a checkpoint: --metric voc07 (11-point), voc (all-point) or coco (AP@[.5:.95])",
+    ),
     ("detect", "detops.ssd.commands.detect", "detect objects in one image and save it with the boxes drawn"),
     ("export", "detops.ssd.commands.export", "torch.export a checkpoint's detector (forward + detection) to .pt2"),
     ("bench", "detops.bench.cli", "time detops' ops against torchvision and the tutorial's code (tables, JSON, plots)"),

@@ -52,7 +52,8 @@ def pack_targets(
             raise ValueError(f"gt_boxes[{i}] must have shape [G, 4] (xyxy), got {list(b.shape)}")
         if l.dim() != 1 or l.size(0) != b.size(0):
             raise ValueError(
-                f"gt_labels[{i}] must have shape [{b.size(0)}] to go with gt_boxes[{i}], got {list(l.shape)}")
+                f"gt_labels[{i}] must have shape [{b.size(0)}] to go with gt_boxes[{i}], got {list(l.shape)}"
+            )
     if device is None:
         device = gt_boxes[0].device if gt_boxes else torch.device("cpu")
     B = len(gt_boxes)
@@ -66,8 +67,9 @@ def pack_targets(
     first = gt_boxes[0]
     dtype = first.dtype if first.is_floating_point() else torch.promote_types(first.dtype, torch.float32)
     boxes = torch.nn.utils.rnn.pad_sequence([b.to(device=device, dtype=dtype) for b in gt_boxes], batch_first=True)
-    labels = torch.nn.utils.rnn.pad_sequence([l.to(device=device, dtype=torch.long) for l in gt_labels],
-                                             batch_first=True)
+    labels = torch.nn.utils.rnn.pad_sequence(
+        [l.to(device=device, dtype=torch.long) for l in gt_labels], batch_first=True
+    )
     if torch.device(device).type == "cpu":
         counts = torch.tensor(sizes, dtype=torch.long)
     else:

@@ -91,15 +91,22 @@ def multiclass_nms(
         the first ``counts[b]`` entries of image b are its detections; the rest is padding (boxes and scores
         0, labels -1). boxes and scores have the input dtype.
     """
-    return torch.ops.detops.multiclass_nms(boxes, scores, *multiclass_args(
-        score_threshold, iou_threshold, max_detections, background_class, max_candidates_per_class))
+    return torch.ops.detops.multiclass_nms(
+        boxes,
+        scores,
+        *multiclass_args(score_threshold, iou_threshold, max_detections, background_class, max_candidates_per_class),
+    )
 
 
 def multiclass_args(score_threshold, iou_threshold, max_detections, background_class, max_candidates_per_class):
     """The scalar arguments of the multiclass_nms schemas (this op's and the rotated one's): None is -1."""
-    return (float(score_threshold), float(iou_threshold), int(max_detections),
-            -1 if background_class is None else int(background_class),
-            -1 if max_candidates_per_class is None else int(max_candidates_per_class))
+    return (
+        float(score_threshold),
+        float(iou_threshold),
+        int(max_detections),
+        -1 if background_class is None else int(background_class),
+        -1 if max_candidates_per_class is None else int(max_candidates_per_class),
+    )
 
 
 def soft_nms(

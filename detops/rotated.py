@@ -115,7 +115,8 @@ def box_convert(boxes: Tensor, in_fmt: str, out_fmt: str) -> Tensor:
     if in_fmt not in ROTATED_FORMATS or out_fmt not in ROTATED_FORMATS:
         raise NotImplementedError(
             f"Unsupported Bounding Box Conversions for given in_fmt {in_fmt} and out_fmt {out_fmt}: converting "
-            "between rotated and axis-aligned formats is not defined (as in torchvision)")
+            "between rotated and axis-aligned formats is not defined (as in torchvision)"
+        )
     _check_width(boxes, in_fmt, "boxes")
     if in_fmt == "cxcywhr":
         boxes = _cxcywhr_to_xywhr(boxes)
@@ -228,8 +229,11 @@ def multiclass_nms_rotated(
         first ``counts[b]`` entries of image b are its detections; the rest is padding (boxes and scores 0,
         labels -1). K is as in :func:`detops.multiclass_nms`.
     """
-    return torch.ops.detops.multiclass_nms_rotated(boxes, scores, *multiclass_args(
-        score_threshold, iou_threshold, max_detections, background_class, max_candidates_per_class))
+    return torch.ops.detops.multiclass_nms_rotated(
+        boxes,
+        scores,
+        *multiclass_args(score_threshold, iou_threshold, max_detections, background_class, max_candidates_per_class),
+    )
 
 
 def soft_nms_rotated(
@@ -251,8 +255,9 @@ def soft_nms_rotated(
         (keep Tensor[K] int64, scores Tensor[K]): the selected boxes in selection order and their decayed
         scores at selection, in the input dtype. Empty for N = 0.
     """
-    return torch.ops.detops.soft_nms_rotated(boxes, scores, float(iou_threshold), float(sigma),
-                                             float(score_threshold), method)
+    return torch.ops.detops.soft_nms_rotated(
+        boxes, scores, float(iou_threshold), float(sigma), float(score_threshold), method
+    )
 
 
 # Radians, as YOLO-OBB heads emit them, to the degrees every op above takes.
@@ -261,4 +266,3 @@ def radians_to_degrees(boxes: Tensor) -> Tensor:
     out = boxes.clone()
     out[..., 4] = boxes[..., 4] * (180.0 / math.pi)
     return out
-

@@ -42,12 +42,16 @@ def xywh_to_xyxy(xywh: Tensor) -> Tensor:
 def _as_prediction(prediction) -> Tensor:
     if isinstance(prediction, (tuple, list)):  # ultralytics models return (inference output, features)
         if not prediction:
-            raise ValueError("prediction is an empty tuple or list; expected a head Tensor (or a tuple whose first "
-                             "element is one, as ultralytics models return)")
+            raise ValueError(
+                "prediction is an empty tuple or list; expected a head Tensor (or a tuple whose first "
+                "element is one, as ultralytics models return)"
+            )
         prediction = prediction[0]
     if not isinstance(prediction, Tensor):
-        raise TypeError(f"prediction must be a Tensor, or a tuple or list whose first element is one, got "
-                        f"{type(prediction).__name__}")
+        raise TypeError(
+            f"prediction must be a Tensor, or a tuple or list whose first element is one, got "
+            f"{type(prediction).__name__}"
+        )
     return prediction
 
 
@@ -58,7 +62,8 @@ def _head_layout(prediction: Tensor, head: Optional[str]) -> str:
             # Both readings are valid shapes, and nothing in the values tells them apart.
             raise ValueError(
                 f"prediction of shape {list(prediction.shape)} is ambiguous: it reads as a v5 head [B, N, 5 + C] "
-                "and as a v8 head [B, 4 + C, N]; pass head='v5' or head='v8'")
+                "and as a v8 head [B, 4 + C, N]; pass head='v5' or head='v8'"
+            )
         head = "v8" if rows < cols else "v5"
     if head not in ("v5", "v8"):
         raise ValueError(f"head must be 'v5' ([B, N, 5 + C]), 'v8' ([B, 4 + C, N]) or None (auto), got {head!r}")
@@ -76,8 +81,7 @@ def _check(prediction: Tensor, conf_thres: float, iou_thres: float, max_det: int
         raise ValueError(f"max_det must be >= 0, got {max_det}")
 
 
-def candidates(prediction: Tensor, conf_thres: float, multi_label: bool, classes: Optional[Sequence[int]],
-               head: str):
+def candidates(prediction: Tensor, conf_thres: float, multi_label: bool, classes: Optional[Sequence[int]], head: str):
     """(image, corner box, confidence, class) of every candidate above the threshold, for the whole batch."""
     pred = prediction.transpose(1, 2) if head == "v8" else prediction  # [B, N, 4 (+1) + C], a view
     objectness = head == "v5"
@@ -100,8 +104,15 @@ def candidates(prediction: Tensor, conf_thres: float, multi_label: bool, classes
     return img, boxes, conf, cls
 
 
-def _multi_label_by_class(prediction: Tensor, head: str, conf_thres: float, iou_thres: float,
-                          classes: Optional[Sequence[int]], max_det: int, max_candidates: int) -> List[Tensor]:
+def _multi_label_by_class(
+    prediction: Tensor,
+    head: str,
+    conf_thres: float,
+    iou_thres: float,
+    classes: Optional[Sequence[int]],
+    max_det: int,
+    max_candidates: int,
+) -> List[Tensor]:
     """Multi-label, per-class NMS for the batch through one multiclass_nms call on the dense class scores."""
     pred = prediction.transpose(1, 2) if head == "v8" else prediction
     owned = head == "v5" or classes is not None  # scores is a new tensor, not a view of the prediction
@@ -218,8 +229,9 @@ def non_max_suppression(
     if rotated:
         if head not in (None, "v8"):
             raise ValueError(f"rotated heads are [B, 4 + C + 1, N] (head='v8' or None), got head={head!r}")
-        return _obb_nms(prediction, conf_thres, iou_thres, classes, agnostic, multi_label, max_det, max_candidates,
-                        overlap)
+        return _obb_nms(
+            prediction, conf_thres, iou_thres, classes, agnostic, multi_label, max_det, max_candidates, overlap
+        )
     if overlap != "iou":
         raise ValueError(f"overlap={overlap!r} is for rotated heads (rotated=True) only")
     head = _head_layout(prediction, head)
@@ -251,15 +263,16 @@ def _cap(limit: int, batch: int, img: Tensor, conf: Tensor, *columns: Tensor):
 # ------------------------------------------------------------------------------------------ YOLO-OBB
 
 
-def _obb_candidates(pred: Tensor, conf_thres: float, multi_label: bool, classes: Optional[Sequence[int]],
-                    dtype: torch.dtype):
+def _obb_candidates(
+    pred: Tensor, conf_thres: float, multi_label: bool, classes: Optional[Sequence[int]], dtype: torch.dtype
+):
     """Candidates of a [B, N, 4 + C + 1] head (a view): image, rows [K, 7] (cx, cy, w, h, conf, class, angle)
     in `dtype`, image-major in (prediction[, class]) order. A prediction whose class scores hold a NaN is no
     candidate (its best score is NaN), in both modes, as ultralytics."""
     batch, n, width = pred.shape
-    scores = pred[..., 4:width - 1]
+    scores = pred[..., 4 : width - 1]
     if not multi_label:
-        flat, _, conf, cls = torch.ops.detops.yolo_candidates(pred[..., :width - 1], conf_thres, False)
+        flat, _, conf, cls = torch.ops.detops.yolo_candidates(pred[..., : width - 1], conf_thres, False)
         img = torch.div(flat, n, rounding_mode="floor")
         idx = flat - img * n
     else:
@@ -270,18 +283,27 @@ def _obb_candidates(pred: Tensor, conf_thres: float, multi_label: bool, classes:
         wanted = torch.isin(cls, torch.as_tensor(list(classes), dtype=cls.dtype, device=cls.device))
         img, idx, conf, cls = img[wanted], idx[wanted], conf[wanted], cls[wanted]
     p = pred[img, idx]
-    rows = torch.cat((p[:, :4].to(dtype), conf[:, None].to(dtype), cls[:, None].to(dtype), p[:, -1:].to(dtype)),
-                     dim=1)
+    rows = torch.cat((p[:, :4].to(dtype), conf[:, None].to(dtype), cls[:, None].to(dtype), p[:, -1:].to(dtype)), dim=1)
     return img, rows
 
 
-def _obb_nms(prediction: Tensor, conf_thres: float, iou_thres: float, classes, agnostic: bool, multi_label: bool,
-             max_det: int, max_candidates: int, overlap: str) -> List[Tensor]:
+def _obb_nms(
+    prediction: Tensor,
+    conf_thres: float,
+    iou_thres: float,
+    classes,
+    agnostic: bool,
+    multi_label: bool,
+    max_det: int,
+    max_candidates: int,
+    overlap: str,
+) -> List[Tensor]:
     batch, width, _ = prediction.shape
     num_classes = width - 5
     if num_classes <= 0:
-        raise ValueError(f"a rotated prediction must have shape [B, 4 + C + 1, N] with C >= 1, got "
-                         f"{list(prediction.shape)}")
+        raise ValueError(
+            f"a rotated prediction must have shape [B, 4 + C + 1, N] with C >= 1, got {list(prediction.shape)}"
+        )
     pred = prediction.transpose(1, 2)  # [B, N, 4 + C + 1], a view
     if overlap == "probiou":
         # ultralytics builds its rows with a float32 class column, which promotes float16/bfloat16.
@@ -302,8 +324,9 @@ def _obb_nms(prediction: Tensor, conf_thres: float, iou_thres: float, classes, a
     return list(torch.split(rows, torch.bincount(img, minlength=batch).tolist()))
 
 
-def _probiou_fast_nms(img: Tensor, rows: Tensor, batch: int, iou_thres: float, agnostic: bool, max_det: int,
-                      max_candidates: int):
+def _probiou_fast_nms(
+    img: Tensor, rows: Tensor, batch: int, iou_thres: float, agnostic: bool, max_det: int, max_candidates: int
+):
     """ultralytics' OBB suppression on the candidates (img, rows) of a batch: the kept rows, image-major."""
     # Rank order per image exactly as ultralytics computes it: its sorts are not stable, so the tie order is
     # whatever torch.argsort gives on the same scores in the same order; the cap sorts once more.
@@ -312,7 +335,7 @@ def _probiou_fast_nms(img: Tensor, rows: Tensor, batch: int, iou_thres: float, a
     for n in counts:
         pos = torch.arange(start, start + n, device=rows.device)
         if n > max_candidates:
-            pos = pos[rows[start:start + n, 4].argsort(descending=True)[:max_candidates]]
+            pos = pos[rows[start : start + n, 4].argsort(descending=True)[:max_candidates]]
         order.append(pos[rows[pos, 4].argsort(descending=True)])
         start += n
     order = torch.cat(order) if order else torch.zeros(0, dtype=torch.long, device=rows.device)

@@ -50,6 +50,7 @@ class UsageError(Exception):
 
 # ---- data ----
 
+
 class Detection(torch.utils.data.Dataset):
     """A VOCDataset as torchvision's detectors take it: (image float [3, H, W] in [0, 1], target dict with
     absolute xyxy ``boxes``, ``labels`` and ``iscrowd`` = the VOC difficult flag); ``flip``: random
@@ -83,8 +84,13 @@ def prepare_data(args):
     if root is None:
         root = os.path.join(args.out, "data")
         if not os.path.isfile(os.path.join(root, "ImageSets", "Main", f"{args.val_split}.txt")):
-            generate_voc_dataset(root, n_train=args.synthetic_train, n_test=args.synthetic_val,
-                                 image_size=args.synthetic_size, seed=args.seed)
+            generate_voc_dataset(
+                root,
+                n_train=args.synthetic_train,
+                n_test=args.synthetic_val,
+                image_size=args.synthetic_size,
+                seed=args.seed,
+            )
     elif not os.path.isdir(root):
         raise UsageError(f"--data {root}: no such directory")
     try:
@@ -99,6 +105,7 @@ def prepare_data(args):
 
 # ---- model ----
 
+
 def build_model(num_classes: int, args):
     from torchvision.models.detection import fasterrcnn_resnet50_fpn_v2
 
@@ -106,11 +113,21 @@ def build_model(num_classes: int, args):
     # cost of a step on a small dataset.
     sizes = {}
     if args.proposals:
-        sizes = dict(rpn_pre_nms_top_n_train=args.proposals, rpn_post_nms_top_n_train=args.proposals,
-                     rpn_pre_nms_top_n_test=args.proposals, rpn_post_nms_top_n_test=args.proposals)
-    model = fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=num_classes,
-                                       min_size=args.min_size, max_size=args.max_size,
-                                       box_batch_size_per_image=args.rois_per_image, **sizes)
+        sizes = dict(
+            rpn_pre_nms_top_n_train=args.proposals,
+            rpn_post_nms_top_n_train=args.proposals,
+            rpn_pre_nms_top_n_test=args.proposals,
+            rpn_post_nms_top_n_test=args.proposals,
+        )
+    model = fasterrcnn_resnet50_fpn_v2(
+        weights=None,
+        weights_backbone=None,
+        num_classes=num_classes,
+        min_size=args.min_size,
+        max_size=args.max_size,
+        box_batch_size_per_image=args.rois_per_image,
+        **sizes,
+    )
     if args.weights:
         state = torch.load(args.weights, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
@@ -123,13 +140,16 @@ def build_model(num_classes: int, args):
             raise UsageError(f"--weights {args.weights}: no tensor fits fasterrcnn_resnet50_fpn_v2")
         model.load_state_dict(fits, strict=False)
         left = sorted(set(own) - set(fits))
-        print(f"loaded {len(fits)} tensors from {args.weights}; {len(left)} left at their initial values"
-              + (f" ({', '.join(left[:4])}{', ...' if len(left) > 4 else ''})" if left else ""))
+        print(
+            f"loaded {len(fits)} tensors from {args.weights}; {len(left)} left at their initial values"
+            + (f" ({', '.join(left[:4])}{', ...' if len(left) > 4 else ''})" if left else "")
+        )
     return model
 
 
 def schedule(optimizer, total_steps: int, warmup: int):
     """Linear warm-up from 1/1000 of the learning rate, then a cosine decay to zero."""
+
     def factor(step):
         if step < warmup:
             return 0.001 + (1 - 0.001) * step / warmup
@@ -139,6 +159,7 @@ def schedule(optimizer, total_steps: int, warmup: int):
 
 
 # ---- train and evaluate ----
+
 
 def train_epoch(model, loader, optimizer, scheduler, device, epoch, args, writer, history, bar):
     model.train()
@@ -151,16 +172,23 @@ def train_epoch(model, loader, optimizer, scheduler, device, epoch, args, writer
         losses = model(images, targets)
         loss = sum(losses.values())
         if not torch.isfinite(loss):
-            raise RuntimeError(f"epoch {epoch} step {step}: the loss is {loss.item()} "
-                               f"({ {k: round(v.item(), 4) for k, v in losses.items()} }); lower --lr")
+            raise RuntimeError(
+                f"epoch {epoch} step {step}: the loss is {loss.item()} "
+                f"({ {k: round(v.item(), 4) for k, v in losses.items()} }); lower --lr"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         optimizer.step()
         scheduler.step()
         global_step = len(history["steps"])
-        record = {"step": global_step, "epoch": epoch, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"],
-                  **{k: v.item() for k, v in losses.items()}}
+        record = {
+            "step": global_step,
+            "epoch": epoch,
+            "loss": loss.item(),
+            "lr": optimizer.param_groups[0]["lr"],
+            **{k: v.item() for k, v in losses.items()},
+        }
         history["steps"].append(record)
         for k in ("loss", *LOSS_KEYS, "lr"):
             if k in record:
@@ -186,6 +214,7 @@ def evaluate(model, loader, device, progress: bool):
 
 
 # ---- plots ----
+
 
 def plot_lines(path: str, series: dict, xlabel: str, ylabel: str, title: str, log_y: bool = False) -> None:
     """Saves ``series`` (name -> (xs, ys)) as a line plot, with matplotlib when it is installed, else Pillow."""
@@ -243,12 +272,15 @@ def write_plots(out: str, history: dict) -> None:
     series = {k: ([s["step"] for s in steps if k in s], [s[k] for s in steps if k in s]) for k in ("loss", *LOSS_KEYS)}
     plot_lines(os.path.join(out, "losses.png"), series, "step", "loss", "Faster R-CNN training losses", log_y=True)
     epochs = history["epochs"]
-    maps = {name: ([e["epoch"] for e in epochs], [e[key] for e in epochs])
-            for key, name in (("map_50", "mAP@0.5"), ("map", "mAP@0.5:0.95"))}
+    maps = {
+        name: ([e["epoch"] for e in epochs], [e[key] for e in epochs])
+        for key, name in (("map_50", "mAP@0.5"), ("map", "mAP@0.5:0.95"))
+    }
     plot_lines(os.path.join(out, "map.png"), maps, "epoch", "COCO mAP", "validation mAP")
 
 
 # ---- inference ----
+
 
 def video_decoder() -> str | None:
     """What can decode video here: ``"torchvision"``, ``"torchcodec"`` or None."""
@@ -261,9 +293,11 @@ def video_decoder() -> str | None:
     return "torchcodec" if importlib.util.find_spec("torchcodec") is not None else None
 
 
-NO_VIDEO = ("this torchvision ({}) cannot decode video (torchvision.io.read_video was removed in 0.24); install "
-            "TorchCodec (pip install torchcodec, which needs FFmpeg), or extract the frames to a folder of images "
-            "and pass the folder")
+NO_VIDEO = (
+    "this torchvision ({}) cannot decode video (torchvision.io.read_video was removed in 0.24); install "
+    "TorchCodec (pip install torchcodec, which needs FFmpeg), or extract the frames to a folder of images "
+    "and pass the folder"
+)
 
 
 def read_video(path: str):
@@ -313,8 +347,9 @@ def inference_inputs(source: str, limit: int, stride: int):
             if limit and kept >= limit:
                 break
     else:
-        raise UsageError(f"--infer {source}: not an image ({', '.join(IMAGE_SUFFIXES)}) or a video "
-                         f"({', '.join(VIDEO_SUFFIXES)})")
+        raise UsageError(
+            f"--infer {source}: not an image ({', '.join(IMAGE_SUFFIXES)}) or a video ({', '.join(VIDEO_SUFFIXES)})"
+        )
 
 
 @torch.no_grad()
@@ -339,9 +374,11 @@ def run_inference(model, items, classes, out_dir: str, device, threshold: float,
 
 # ---- the command ----
 
+
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--data", help="VOC-format dataset root (default: generate the synthetic one under OUT/data)")
     p.add_argument("--train-split", default="train", help="image set to train on")
     p.add_argument("--val-split", default="test", help="image set to evaluate on after each epoch")
@@ -354,14 +391,21 @@ def parse_args(argv):
     p.add_argument("--max-steps", type=int, default=0, help="at most this many steps per epoch (0: all)")
     p.add_argument("--min-size", type=int, default=512, help="shorter image side the model resizes to")
     p.add_argument("--max-size", type=int, default=853, help="longer image side the model resizes to at most")
-    p.add_argument("--proposals", type=int, default=0, help="RPN proposals per image before and after its NMS, "
-                   "training and test (0: torchvision's 2000/2000 training, 1000/1000 test)")
+    p.add_argument(
+        "--proposals",
+        type=int,
+        default=0,
+        help="RPN proposals per image before and after its NMS, "
+        "training and test (0: torchvision's 2000/2000 training, 1000/1000 test)",
+    )
     p.add_argument("--rois-per-image", type=int, default=512, help="proposals the ROI heads sample per image")
     p.add_argument("--synthetic-train", type=int, default=200, help="synthetic training images (no --data)")
     p.add_argument("--synthetic-val", type=int, default=50, help="synthetic validation images (no --data)")
     p.add_argument("--synthetic-size", type=int, default=320, help="synthetic image side in pixels (no --data)")
-    p.add_argument("--infer", help="images folder, image or video file to run the model on after training "
-                                   "(default: the validation images)")
+    p.add_argument(
+        "--infer",
+        help="images folder, image or video file to run the model on after training (default: the validation images)",
+    )
     p.add_argument("--infer-limit", type=int, default=16, help="at most this many images or video frames (0: all)")
     p.add_argument("--video-stride", type=int, default=10, help="use every N-th video frame")
     p.add_argument("--score-threshold", type=float, default=0.5, help="draw detections scoring at least this")
@@ -388,8 +432,9 @@ def parse_args(argv):
     if args.infer and not os.path.exists(args.infer):
         p.error(f"--infer {args.infer}: no such file or folder")
     if args.infer and os.path.isfile(args.infer) and not args.infer.lower().endswith(IMAGE_SUFFIXES + VIDEO_SUFFIXES):
-        p.error(f"--infer {args.infer}: not an image ({', '.join(IMAGE_SUFFIXES)}) or a video "
-                f"({', '.join(VIDEO_SUFFIXES)})")
+        p.error(
+            f"--infer {args.infer}: not an image ({', '.join(IMAGE_SUFFIXES)}) or a video ({', '.join(VIDEO_SUFFIXES)})"
+        )
     if args.infer and args.infer.lower().endswith(VIDEO_SUFFIXES) and video_decoder() is None:
         import torchvision
 
@@ -414,17 +459,25 @@ def run(args) -> dict:
     classes = train_set.classes
     print(f"data: {root} ({len(train_set)} training, {len(val_set)} validation images, classes {classes})")
 
-    loader_kw = dict(batch_size=args.batch_size, collate_fn=collate, num_workers=args.workers,
-                     persistent_workers=args.workers > 0)
-    train_loader = torch.utils.data.DataLoader(Detection(train_set, flip=True), shuffle=True, drop_last=False,
-                                               generator=torch.Generator().manual_seed(args.seed), **loader_kw)
+    loader_kw = dict(
+        batch_size=args.batch_size, collate_fn=collate, num_workers=args.workers, persistent_workers=args.workers > 0
+    )
+    train_loader = torch.utils.data.DataLoader(
+        Detection(train_set, flip=True),
+        shuffle=True,
+        drop_last=False,
+        generator=torch.Generator().manual_seed(args.seed),
+        **loader_kw,
+    )
     val_loader = torch.utils.data.DataLoader(Detection(val_set), shuffle=False, **loader_kw)
 
     model = build_model(len(classes) + 1, args).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=1e-4)
     steps_per_epoch = min(len(train_loader), args.max_steps or len(train_loader))
-    scheduler = schedule(optimizer, args.epochs * steps_per_epoch, min(args.warmup_steps, steps_per_epoch * args.epochs))
+    scheduler = schedule(
+        optimizer, args.epochs * steps_per_epoch, min(args.warmup_steps, steps_per_epoch * args.epochs)
+    )
     writer = SummaryWriter(os.path.join(args.out, "tensorboard"))
     history = {"steps": [], "epochs": [], "detops": not args.no_detops}
     try:
@@ -440,9 +493,11 @@ def run(args) -> dict:
                     writer.add_scalar(f"val/{k}", result[k], epoch)
             for k, v in means.items():
                 writer.add_scalar(f"epoch/{k}", v, epoch)
-            bar.write(f"epoch {epoch}: loss {means.get('loss', float('nan')):.4f}, "
-                      f"mAP@0.5 {result.get('map_50', float('nan')):.4f}, "
-                      f"mAP@0.5:0.95 {result.get('map', float('nan')):.4f} ({record['seconds']:.1f} s)")
+            bar.write(
+                f"epoch {epoch}: loss {means.get('loss', float('nan')):.4f}, "
+                f"mAP@0.5 {result.get('map_50', float('nan')):.4f}, "
+                f"mAP@0.5:0.95 {result.get('map', float('nan')):.4f} ({record['seconds']:.1f} s)"
+            )
             write_plots(args.out, history)
         bar.close()
         if args.epochs == 0 and len(val_set):
@@ -459,12 +514,15 @@ def run(args) -> dict:
         chosen = val_set.image_paths if len(val_set) else train_set.image_paths
         chosen = chosen[: args.infer_limit] if args.infer_limit else chosen
         items = ((os.path.splitext(os.path.basename(f))[0], load_image(f)) for f in chosen)
-    history["inference"] = run_inference(model, items, classes, os.path.join(args.out, "detections"), device,
-                                         args.score_threshold, not args.no_progress)
+    history["inference"] = run_inference(
+        model, items, classes, os.path.join(args.out, "detections"), device, args.score_threshold, not args.no_progress
+    )
     with open(os.path.join(args.out, "metrics.json"), "w") as f:
         json.dump(history, f, indent=1)
-    print(f"wrote {args.out}: metrics.json, losses.png, map.png, model.pt, tensorboard/, "
-          f"detections/ ({len(history['inference'])} images)")
+    print(
+        f"wrote {args.out}: metrics.json, losses.png, map.png, model.pt, tensorboard/, "
+        f"detections/ ({len(history['inference'])} images)"
+    )
     return history
 
 

@@ -144,16 +144,20 @@ def check(entries, bounds, registers_per_sm=REGISTERS_PER_SM):
                 problems.append(f"{e['demangled']}: not a __global__ kernel found in csrc/cuda")
             continue
         if e["registers"] * threads > registers_per_sm:
-            problems.append(f"{e['demangled']}: {e['registers']} registers x {threads} threads = "
-                            f"{e['registers'] * threads} > {registers_per_sm}: the launch fails")
+            problems.append(
+                f"{e['demangled']}: {e['registers']} registers x {threads} threads = "
+                f"{e['registers'] * threads} > {registers_per_sm}: the launch fails"
+            )
         if e["shared"] > MAX_STATIC_SHARED:
             problems.append(f"{e['demangled']}: {e['shared']} bytes of static shared memory > {MAX_STATIC_SHARED}")
         cap = min(MAX_REGISTERS_PER_THREAD, registers_per_sm // threads)
         # A few spilled bytes under the cap are registers saved around a call (libdevice's slow paths): harmless.
         # Spilling at the cap means the launch bounds squeeze the kernel: give it a smaller block.
         if (e["spill_stores"] or e["spill_loads"]) and e["registers"] >= cap:
-            problems.append(f"{e['demangled']}: spills {e['spill_stores']} bytes at the cap of {cap} registers for "
-                            f"{threads} threads")
+            problems.append(
+                f"{e['demangled']}: spills {e['spill_stores']} bytes at the cap of {cap} registers for "
+                f"{threads} threads"
+            )
     for name in sorted(set(bounds) - seen):
         if entries:
             problems.append(f"{name}: missing from the ptxas report")
@@ -164,8 +168,10 @@ def table(entries, bounds):
     rows = [f"{'registers':>9} {'threads':>7} {'reg x thr':>9} {'smem B':>7} {'spill B':>7}  kernel"]
     for e in sorted(entries, key=lambda e: e["demangled"]):
         t = bounds.get(e["name"]) or 0
-        rows.append(f"{e['registers']:>9} {t:>7} {e['registers'] * t:>9} {e['shared']:>7} "
-                    f"{e['spill_stores']:>7}  {e['demangled'].replace('(anonymous namespace)::', '').split('(')[0]}")
+        rows.append(
+            f"{e['registers']:>9} {t:>7} {e['registers'] * t:>9} {e['shared']:>7} "
+            f"{e['spill_stores']:>7}  {e['demangled'].replace('(anonymous namespace)::', '').split('(')[0]}"
+        )
     return "\n".join(rows)
 
 
@@ -174,13 +180,17 @@ def _ninja_command():
     if not found:
         return None
     text = _read(found[-1])
-    nvcc, pre, post = (re.search(rf"^{key} = (.*)$", text, re.MULTILINE)
-                       for key in ("nvcc", "cuda_cflags", "cuda_post_cflags"))
+    nvcc, pre, post = (
+        re.search(rf"^{key} = (.*)$", text, re.MULTILINE) for key in ("nvcc", "cuda_cflags", "cuda_post_cflags")
+    )
     if not (nvcc and pre and post):
         return None
     pre_flags = [f for f in shlex.split(pre.group(1)) if f != "-c"]
-    post_flags = [f for f in shlex.split(post.group(1)) if not f.startswith("-gencode") and "-fPIC" not in f
-                  and f != "--compiler-options"]
+    post_flags = [
+        f
+        for f in shlex.split(post.group(1))
+        if not f.startswith("-gencode") and "-fPIC" not in f and f != "--compiler-options"
+    ]
     return [nvcc.group(1)] + pre_flags + post_flags
 
 
@@ -191,9 +201,18 @@ def _assembled_command():
     nvcc = os.path.join(os.environ.get("CUDA_HOME") or CUDA_HOME or "/usr/local/cuda", "bin", "nvcc")
     flags = ["-DDETOPS_WITH_CUDA", f"-I{os.path.join(ROOT, 'csrc')}"]
     flags += [f"-I{p}" for p in include_paths(device_type="cuda") if "include" in p]
-    flags += ["-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
-              "-D__CUDA_NO_HALF2_OPERATORS__", "--expt-relaxed-constexpr", "-O3", "--fmad=false",
-              "-DTORCH_API_INCLUDE_EXTENSION_H", "-DTORCH_EXTENSION_NAME=_C", "-std=c++20"]
+    flags += [
+        "-D__CUDA_NO_HALF_OPERATORS__",
+        "-D__CUDA_NO_HALF_CONVERSIONS__",
+        "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
+        "-D__CUDA_NO_HALF2_OPERATORS__",
+        "--expt-relaxed-constexpr",
+        "-O3",
+        "--fmad=false",
+        "-DTORCH_API_INCLUDE_EXTENSION_H",
+        "-DTORCH_EXTENSION_NAME=_C",
+        "-std=c++20",
+    ]
     del torch
     return [nvcc] + flags
 
@@ -203,8 +222,14 @@ def compile_report(arch="90"):
     chunks = []
     with tempfile.TemporaryDirectory() as tmp:
         for f in sorted(glob.glob(os.path.join(CUDA_DIR, "*.cu"))):
-            cmd = base + [f"-gencode=arch=compute_{arch},code=sm_{arch}", "--cubin", "-Xptxas=-v", f,
-                          "-o", os.path.join(tmp, "out.cubin")]
+            cmd = base + [
+                f"-gencode=arch=compute_{arch},code=sm_{arch}",
+                "--cubin",
+                "-Xptxas=-v",
+                f,
+                "-o",
+                os.path.join(tmp, "out.cubin"),
+            ]
             out = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if out.returncode != 0:
                 sys.exit(f"nvcc failed on {f}:\n{out.stderr[-4000:]}")

@@ -115,6 +115,17 @@ def test_missing_baseline_is_a_message(planted, capsys):
     assert "Traceback" not in captured.out + captured.err
 
 
+def test_ops_help_names_every_family():
+    import argparse
+
+    from detops.bench import cases
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    (ops,) = [a for a in parser._actions if a.dest == "ops"]
+    assert [f for f in cases.FAMILIES if f not in ops.help] == []
+
+
 def test_list(capsys):
     assert cli.main(["--list"]) == 0
     text = capsys.readouterr().out
@@ -124,8 +135,12 @@ def test_list(capsys):
 
 @pytest.mark.parametrize("sizes", ["nms:abc", "nms", "nms:-5"])
 def test_bad_sizes_exit_2(sizes):
-    proc = subprocess.run([sys.executable, "-m", "detops", "bench", "--ops", "nms", "--sizes", sizes],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "detops", "bench", "--ops", "nms", "--sizes", sizes],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "size" in proc.stderr and "Traceback" not in proc.stderr
 

@@ -25,11 +25,14 @@ def _case(name):
     return found
 
 
-@pytest.mark.parametrize("model, keys, leaves", [
-    ("fasterrcnn_v2", {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}, 12),
-    ("retinanet", {"classification", "bbox_regression"}, 2),
-    ("ssd300", {"classification", "bbox_regression"}, 2),
-])
+@pytest.mark.parametrize(
+    "model, keys, leaves",
+    [
+        ("fasterrcnn_v2", {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}, 12),
+        ("retinanet", {"classification", "bbox_regression"}, 2),
+        ("ssd300", {"classification", "bbox_regression"}, 2),
+    ],
+)
 def test_losses_case_gives_every_term_and_gradient(small_images, model, keys, leaves):
     pair = _case(f"training_losses/{model}_train/torchvision").build((2,), registry.Context("cpu", torch.float32, 0))
     losses, grads = pair.baseline(*pair.inputs)
@@ -42,13 +45,25 @@ def test_losses_case_gives_every_term_and_gradient(small_images, model, keys, le
 
 def test_command_times_the_losses_and_a_step(small_images, tmp_path):
     out = tmp_path / "run.json"
-    argv = ["--ops", "training_losses,training_step/retinanet_train/torchvision", "--sizes", "training:1",
-            "--min-time", "0.001", "--no-progress", "--json", str(out)]
+    argv = [
+        "--ops",
+        "training_losses,training_step/retinanet_train/torchvision",
+        "--sizes",
+        "training:1",
+        "--min-time",
+        "0.001",
+        "--no-progress",
+        "--json",
+        str(out),
+    ]
     assert cli.main(argv) == 0
     rows = json.loads(out.read_text())["rows"]
     assert sorted(r["case"] for r in rows) == [
-        "training_losses/fasterrcnn_v2_train/torchvision", "training_losses/retinanet_train/torchvision",
-        "training_losses/ssd300_train/torchvision", "training_step/retinanet_train/torchvision"]
+        "training_losses/fasterrcnn_v2_train/torchvision",
+        "training_losses/retinanet_train/torchvision",
+        "training_losses/ssd300_train/torchvision",
+        "training_step/retinanet_train/torchvision",
+    ]
     for row in rows:
         assert row["status"] == "ok", row["message"]
         assert row["detops"]["median_ms"] > 0 and row["baseline_time"]["median_ms"] > 0

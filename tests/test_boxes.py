@@ -42,12 +42,16 @@ def _inputs(kind, dtype, gen):
     if kind == "random":
         return random_boxes(57, dtype=dtype, generator=gen), random_boxes(33, dtype=dtype, generator=gen)
     if kind == "negative":
-        return (random_boxes(40, offset=-500, dtype=dtype, generator=gen),
-                random_boxes(30, offset=-520, dtype=dtype, generator=gen))
+        return (
+            random_boxes(40, offset=-500, dtype=dtype, generator=gen),
+            random_boxes(30, offset=-520, dtype=dtype, generator=gen),
+        )
     if kind == "huge":
         # Far from the origin float32 keeps ~0.06 precision; both libraries see the same rounded inputs.
-        return (random_boxes(40, scale=1e3, offset=1e6, dtype=dtype, generator=gen),
-                random_boxes(30, scale=1e3, offset=1e6, dtype=dtype, generator=gen))
+        return (
+            random_boxes(40, scale=1e3, offset=1e6, dtype=dtype, generator=gen),
+            random_boxes(30, scale=1e3, offset=1e6, dtype=dtype, generator=gen),
+        )
     if kind == "adversarial":
         b = adversarial_boxes(dtype)
         return b, b
@@ -82,8 +86,9 @@ def test_iou_zero_area_pair_is_nan_like_torchvision(device):
 
 def test_iou_exact_values(device):
     a = torch.tensor([[0.0, 0.0, 2.0, 2.0]], device=device)
-    b = torch.tensor([[1.0, 1.0, 3.0, 3.0], [2.0, 0.0, 4.0, 2.0], [0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0]],
-                     device=device)
+    b = torch.tensor(
+        [[1.0, 1.0, 3.0, 3.0], [2.0, 0.0, 4.0, 2.0], [0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0]], device=device
+    )
     torch.testing.assert_close(detops.box_iou(a, b).cpu(), torch.tensor([[1 / 7, 0.0, 1.0, 0.25]]), rtol=0, atol=0)
     torch.testing.assert_close(detops.box_iof(b, a).cpu(), torch.tensor([[0.25], [0.0], [1.0], [1.0]]), rtol=0, atol=0)
 
@@ -181,8 +186,12 @@ def test_fmt_argument(gen):
 def test_losses_match_torchvision(mode, reduction, gen, device):
     a, b = random_boxes(200, generator=gen), random_boxes(200, generator=gen)
     tv_loss, dt_loss = TV_LOSSES[mode]
-    assert_parity(dt_loss(a.to(device), b.to(device), reduction=reduction), tv_loss(a, b, reduction=reduction),
-                  rtol=2e-6, atol=2e-6)
+    assert_parity(
+        dt_loss(a.to(device), b.to(device), reduction=reduction),
+        tv_loss(a, b, reduction=reduction),
+        rtol=2e-6,
+        atol=2e-6,
+    )
 
 
 @pytest.mark.parametrize("mode", ["giou", "diou", "ciou"])

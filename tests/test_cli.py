@@ -20,8 +20,20 @@ from detops.ssd.synthetic import DEFAULT_CLASSES
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
 DETOPS = shutil.which("detops")
-TINY = ["--backbone", "tiny", "--width", "4", "--batch-size", "8", "--workers", "0", "--augment", "flip",
-        "--no-progress", "--no-tensorboard"]
+TINY = [
+    "--backbone",
+    "tiny",
+    "--width",
+    "4",
+    "--batch-size",
+    "8",
+    "--workers",
+    "0",
+    "--augment",
+    "flip",
+    "--no-progress",
+    "--no-tensorboard",
+]
 
 
 def detops(*args, python_m=False, timeout=240):
@@ -51,8 +63,7 @@ def data(tmp_path_factory):
 def run_dir(data, tmp_path_factory):
     """One short training run (classes from the data), shared by the tests that need a checkpoint."""
     out = str(tmp_path_factory.mktemp("cli") / "run")
-    r = detops("train", "--data", data, "--split", "train", "--val-split", "test", "--epochs", "2", "--out", out,
-               *TINY)
+    r = detops("train", "--data", data, "--split", "train", "--val-split", "test", "--epochs", "2", "--out", out, *TINY)
     assert r.returncode == 0, r.stderr
     return out, r.stdout
 
@@ -110,8 +121,9 @@ def test_eval_json_and_detect_formats(run_dir, data, tmp_path):
     for line in r.stdout.splitlines()[:-1]:  # printed boxes lie in the 64x64 image
         coords = [float(v) for v in line.split("[")[1].rstrip("]").split(",")]
         assert all(0 <= v <= 64 for v in coords), line
-    assert_user_error(detops("detect", image, "--checkpoint", ckpt, "--out", str(tmp_path / "nope" / "x.png")),
-                      "does not exist")
+    assert_user_error(
+        detops("detect", image, "--checkpoint", ckpt, "--out", str(tmp_path / "nope" / "x.png")), "does not exist"
+    )
 
 
 def _main(capsys, *args):
@@ -127,9 +139,25 @@ def test_user_errors_are_one_line(run_dir, data, tmp_path, capsys):
     r = _main(capsys, "train", "--data", data, "--optimizer", "lbfgs")
     assert r.returncode == 2 and "invalid choice" in r.stderr and "Traceback" not in r.stderr
     # resuming with other options names them
-    assert_user_error(_main(capsys, "train", "--data", data, "--split", "train", "--resume",
-                            os.path.join(out, "last.pt"), "--out", str(tmp_path / "r"), *TINY[:2], "--width", "8",
-                            *TINY[4:]), "--width")
+    assert_user_error(
+        _main(
+            capsys,
+            "train",
+            "--data",
+            data,
+            "--split",
+            "train",
+            "--resume",
+            os.path.join(out, "last.pt"),
+            "--out",
+            str(tmp_path / "r"),
+            *TINY[:2],
+            "--width",
+            "8",
+            *TINY[4:],
+        ),
+        "--width",
+    )
     # a checkpoint that is not one
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
@@ -137,8 +165,10 @@ def test_user_errors_are_one_line(run_dir, data, tmp_path, capsys):
     torch.save({"model": torch.nn.Linear(1, 1)}, str(bad))
     assert_user_error(_main(capsys, "eval", "--checkpoint", str(bad), "--data", data), "not a readable checkpoint")
     # classes matching nothing in the data
-    assert_user_error(_main(capsys, "train", "--data", data, "--split", "train", "--classes", "dog,cat", *TINY),
-                      "no (non-difficult) object")
+    assert_user_error(
+        _main(capsys, "train", "--data", data, "--split", "train", "--classes", "dog,cat", *TINY),
+        "no (non-difficult) object",
+    )
     if not torch.cuda.is_available():
         assert_user_error(_main(capsys, "train", "--data", data, "--device", "cuda", *TINY), "no CUDA GPU")
 
@@ -159,10 +189,22 @@ def test_bad_annotation_is_named_and_skipped(data, tmp_path):
     open(xml, "w").write(text[:start] + "1000" + text[end:])  # xmin > xmax
     with open(os.path.join(root, "ImageSets", "Main", "empty.txt"), "w"):
         pass
-    assert_user_error(detops("train", "--data", root, "--split", "train", *TINY), "000003.xml", "object 0",
-                      "--skip-corrupt")
-    r = detops("train", "--data", root, "--split", "train", "--epochs", "1", "--skip-corrupt",
-               "--out", str(tmp_path / "run"), *TINY)
+    assert_user_error(
+        detops("train", "--data", root, "--split", "train", *TINY), "000003.xml", "object 0", "--skip-corrupt"
+    )
+    r = detops(
+        "train",
+        "--data",
+        root,
+        "--split",
+        "train",
+        "--epochs",
+        "1",
+        "--skip-corrupt",
+        "--out",
+        str(tmp_path / "run"),
+        *TINY,
+    )
     assert r.returncode == 0, r.stderr
     assert "000003.xml" in r.stderr and "15 images" in r.stdout
     assert_user_error(detops("train", "--data", root, "--split", "empty", *TINY), "lists no images")
@@ -171,10 +213,26 @@ def test_bad_annotation_is_named_and_skipped(data, tmp_path):
 def _interrupt_training(data, out, sig, delay, workers):
     """Starts ``detops train`` in a session of its own and sends ``sig`` to the whole process group (what a
     terminal's Ctrl-C does: the DataLoader workers get it too) ``delay`` seconds after the first epoch line."""
-    cmd = [DETOPS or sys.executable, *([] if DETOPS else ["-m", "detops"]), "train", "--data", data, "--split",
-           "train", "--epochs", "1000", "--out", out, *TINY[:6], "--workers", str(workers), *TINY[8:]]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-                         start_new_session=True)
+    cmd = [
+        DETOPS or sys.executable,
+        *([] if DETOPS else ["-m", "detops"]),
+        "train",
+        "--data",
+        data,
+        "--split",
+        "train",
+        "--epochs",
+        "1000",
+        "--out",
+        out,
+        *TINY[:6],
+        "--workers",
+        str(workers),
+        *TINY[8:],
+    ]
+    p = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True
+    )
     lines = []
     for line in p.stdout:  # wait until it is training
         lines.append(line)
@@ -195,10 +253,18 @@ def _interrupt_training(data, out, sig, delay, workers):
 # Epochs of 2 steps with 2 workers: the workers are forked again every few tenths of a second, so the delays
 # put the signal inside steps, between epochs and while workers start (where it used to be lost).
 @pytest.mark.slow
-@pytest.mark.parametrize("sig,delay,workers", [(signal.SIGINT, 0.0, 0), (signal.SIGINT, 0.0, 2),
-                                               (signal.SIGINT, 0.15, 2), (signal.SIGINT, 0.4, 2),
-                                               (signal.SIGINT, 0.9, 2), (signal.SIGTERM, 0.3, 2)],
-                         ids=["int-0s-noworkers", "int-0s", "int-0.15s", "int-0.4s", "int-0.9s", "term-0.3s"])
+@pytest.mark.parametrize(
+    "sig,delay,workers",
+    [
+        (signal.SIGINT, 0.0, 0),
+        (signal.SIGINT, 0.0, 2),
+        (signal.SIGINT, 0.15, 2),
+        (signal.SIGINT, 0.4, 2),
+        (signal.SIGINT, 0.9, 2),
+        (signal.SIGTERM, 0.3, 2),
+    ],
+    ids=["int-0s-noworkers", "int-0s", "int-0.15s", "int-0.4s", "int-0.9s", "term-0.3s"],
+)
 def test_ctrl_c_stops_with_a_checkpoint_and_the_resume_command(data, tmp_path, sig, delay, workers):
     out = str(tmp_path / "run")
     status, stdout, stderr, seconds = _interrupt_training(data, out, sig, delay, workers)
@@ -220,8 +286,9 @@ def test_export_writes_a_program_that_detects_as_the_model(run_dir, data, tmp_pa
     out, _ = run_dir
     ckpt = os.path.join(out, "last.pt")
     pt2 = str(tmp_path / "ssd.pt2")
-    r = detops("export", "--checkpoint", ckpt, "--out", pt2, "--batch-size", "2", "--min-score", "0.01",
-               "--top-k", "20")
+    r = detops(
+        "export", "--checkpoint", ckpt, "--out", pt2, "--batch-size", "2", "--min-score", "0.01", "--top-k", "20"
+    )
     assert r.returncode == 0, r.stderr
     assert "[2, 3, 160, 160]" in r.stdout and "torch.export.load" in r.stdout
     program = load(pt2)
@@ -234,16 +301,30 @@ def test_export_writes_a_program_that_detects_as_the_model(run_dir, data, tmp_pa
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w)
     # the program is not a checkpoint: the commands that take one say what it is and how to run it
-    assert_user_error(detops("eval", "--checkpoint", pt2, "--data", data), "exported program",
-                      "detops.ssd.export.load")
-    assert_user_error(detops("export", "--checkpoint", ckpt, "--out", str(tmp_path / "nope" / "x.pt2")),
-                      "does not exist")
+    assert_user_error(detops("eval", "--checkpoint", pt2, "--data", data), "exported program", "detops.ssd.export.load")
+    assert_user_error(
+        detops("export", "--checkpoint", ckpt, "--out", str(tmp_path / "nope" / "x.pt2")), "does not exist"
+    )
 
 
 def test_demo_reports_voc07_and_coco_ap(tmp_path):
     out = str(tmp_path / "demo")
-    r = detops("demo", "--out", out, "--train-images", "32", "--test-images", "8", "--epochs", "1",
-               "--batch-size", "16", "--width", "4", "--no-progress")
+    r = detops(
+        "demo",
+        "--out",
+        out,
+        "--train-images",
+        "32",
+        "--test-images",
+        "8",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--width",
+        "4",
+        "--no-progress",
+    )
     assert r.returncode == 0, r.stderr
     assert "mAP (VOC07 11-point)" in r.stdout and "COCO AP@[.5:.95]" in r.stdout
     summary = json.load(open(os.path.join(out, "results.json")))
@@ -253,9 +334,26 @@ def test_demo_reports_voc07_and_coco_ap(tmp_path):
 
 def test_python_m_synthetic_is_the_data_command(tmp_path):
     out = str(tmp_path / "shapes")
-    r = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "detops.ssd.synthetic", out,
-                        "--train-images", "2", "--test-images", "1", "--size", "64"],
-                       capture_output=True, text=True, env=ENV, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "error::RuntimeWarning",
+            "-m",
+            "detops.ssd.synthetic",
+            out,
+            "--train-images",
+            "2",
+            "--test-images",
+            "1",
+            "--size",
+            "64",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert "wrote 3 images" in r.stdout and len(os.listdir(os.path.join(out, "JPEGImages"))) == 3
 

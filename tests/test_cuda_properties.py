@@ -30,24 +30,56 @@ def _ops(dev_a, dev_b):
         ("decode_boxes", lambda: ops.decode_boxes(a, b, [1.0, 1.0, 1.0, 1.0], 4.0)),
         ("nms", lambda: ops.nms(a, scores.to(dev_b), 0.5)),
         ("batched_nms", lambda: ops.batched_nms(a, scores.to(dev_b), torch.zeros(6, dtype=torch.long).to(dev_b), 0.5)),
-        ("multiclass_nms", lambda: ops.multiclass_nms(a[None], torch.rand(1, 6, 3, generator=g).to(dev_b), 0.1, 0.5,
-                                                      10, -1, -1)),
+        (
+            "multiclass_nms",
+            lambda: ops.multiclass_nms(a[None], torch.rand(1, 6, 3, generator=g).to(dev_b), 0.1, 0.5, 10, -1, -1),
+        ),
         ("soft_nms", lambda: ops.soft_nms(a, scores.to(dev_b), 0.3, 0.5, 0.001, "gaussian")),
-        ("match_priors", lambda: ops.match_priors(gt.to(dev_a), torch.ones(1, 3, dtype=torch.long).to(dev_b),
-                                                  torch.tensor([3]).to(dev_b), priors_cxcy.to(dev_b), 0.5,
-                                                  [10.0, 10.0, 5.0, 5.0])),
-        ("hard_negative_mining", lambda: ops.hard_negative_mining(torch.rand(2, 5).to(dev_a),
-                                                                  torch.zeros(2, 5, dtype=torch.bool).to(dev_b), 3)),
-        ("softmax_cross_entropy", lambda: ops.softmax_cross_entropy(torch.rand(4, 3).to(dev_a),
-                                                                    torch.zeros(4, dtype=torch.long).to(dev_b))),
-        ("coco_match", lambda: ops.coco_match(
-            a.double(), b.double()[:2], torch.zeros(2, dtype=torch.bool).to(dev_b),
-            torch.zeros(1, 2, dtype=torch.bool).to(dev_b), torch.tensor([0, 6]).to(dev_b),
-            torch.tensor([0, 2]).to(dev_b), [0.5])),
-        ("coco_accumulate", lambda: ops.coco_accumulate(
-            torch.ones(1, 1, 6, dtype=torch.uint8).to(dev_a), scores.double().to(dev_b),
-            torch.zeros(6, dtype=torch.long).to(dev_b), torch.tensor([0, 6]).to(dev_b), torch.tensor([[3]]).to(dev_b),
-            torch.linspace(0, 1, 101, dtype=torch.float64).to(dev_b), [100])),
+        (
+            "match_priors",
+            lambda: ops.match_priors(
+                gt.to(dev_a),
+                torch.ones(1, 3, dtype=torch.long).to(dev_b),
+                torch.tensor([3]).to(dev_b),
+                priors_cxcy.to(dev_b),
+                0.5,
+                [10.0, 10.0, 5.0, 5.0],
+            ),
+        ),
+        (
+            "hard_negative_mining",
+            lambda: ops.hard_negative_mining(
+                torch.rand(2, 5).to(dev_a), torch.zeros(2, 5, dtype=torch.bool).to(dev_b), 3
+            ),
+        ),
+        (
+            "softmax_cross_entropy",
+            lambda: ops.softmax_cross_entropy(torch.rand(4, 3).to(dev_a), torch.zeros(4, dtype=torch.long).to(dev_b)),
+        ),
+        (
+            "coco_match",
+            lambda: ops.coco_match(
+                a.double(),
+                b.double()[:2],
+                torch.zeros(2, dtype=torch.bool).to(dev_b),
+                torch.zeros(1, 2, dtype=torch.bool).to(dev_b),
+                torch.tensor([0, 6]).to(dev_b),
+                torch.tensor([0, 2]).to(dev_b),
+                [0.5],
+            ),
+        ),
+        (
+            "coco_accumulate",
+            lambda: ops.coco_accumulate(
+                torch.ones(1, 1, 6, dtype=torch.uint8).to(dev_a),
+                scores.double().to(dev_b),
+                torch.zeros(6, dtype=torch.long).to(dev_b),
+                torch.tensor([0, 6]).to(dev_b),
+                torch.tensor([[3]]).to(dev_b),
+                torch.linspace(0, 1, 101, dtype=torch.float64).to(dev_b),
+                [100],
+            ),
+        ),
     ]
 
 
@@ -188,8 +220,7 @@ def test_ssd_training_step_under_autocast():
     boxes = [random_boxes(3, scale=0.5, generator=g).clamp(0, 1) for _ in range(4)]
     labels = [torch.randint(1, 5, (3,), generator=g) for _ in range(4)]
     items = [(images[i], boxes[i], labels[i], torch.zeros(3, dtype=torch.bool)) for i in range(4)]
-    cfg = TrainConfig(epochs=1, batch_size=4, optimizer="adam", lr=1e-3, warmup_steps=0, checkpoint_every=0,
-                      amp=True)
+    cfg = TrainConfig(epochs=1, batch_size=4, optimizer="adam", lr=1e-3, warmup_steps=0, checkpoint_every=0, amp=True)
     trainer = Trainer(model, items, cfg, device="cuda")
     assert trainer.use_amp and trainer.scaler.is_enabled()
     before = [p.detach().clone() for p in model.parameters()]

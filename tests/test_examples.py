@@ -13,9 +13,35 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 # Tiny on purpose: 64-pixel images, few proposals, two one-step epochs. The numbers mean nothing; every
 # output must still exist and be finite.
-TINY = ["--synthetic-train", "2", "--synthetic-val", "1", "--synthetic-size", "64", "--min-size", "64",
-        "--max-size", "64", "--batch-size", "2", "--epochs", "2", "--proposals", "16", "--rois-per-image", "8",
-        "--workers", "0", "--infer-limit", "1", "--score-threshold", "0", "--device", "cpu", "--no-progress"]
+TINY = [
+    "--synthetic-train",
+    "2",
+    "--synthetic-val",
+    "1",
+    "--synthetic-size",
+    "64",
+    "--min-size",
+    "64",
+    "--max-size",
+    "64",
+    "--batch-size",
+    "2",
+    "--epochs",
+    "2",
+    "--proposals",
+    "16",
+    "--rois-per-image",
+    "8",
+    "--workers",
+    "0",
+    "--infer-limit",
+    "1",
+    "--score-threshold",
+    "0",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +81,24 @@ def test_weights_and_folder_inference(example, trained, tmp_path):
     state = torch.load(trained / "model.pt", weights_only=True)
     assert state["roi_heads.box_predictor.cls_score.weight"].shape[0] == 5  # four shapes and background
     out = tmp_path / "again"
-    argv = TINY + ["--out", str(out), "--data", str(trained / "data"), "--epochs", "0", "--weights",
-                   str(trained / "model.pt"), "--infer", str(trained / "detections")]
+    argv = TINY + [
+        "--out",
+        str(out),
+        "--data",
+        str(trained / "data"),
+        "--epochs",
+        "0",
+        "--weights",
+        str(trained / "model.pt"),
+        "--infer",
+        str(trained / "detections"),
+    ]
     assert example.main(argv) == 0
     history = json.loads((out / "metrics.json").read_text())
     assert history["steps"] == [] and history["epochs"][0]["epoch"] == 0
     assert [pathlib.Path(d["image"]).name for d in history["inference"]] == sorted(
-        p.name for p in (trained / "detections").glob("*.png"))
+        p.name for p in (trained / "detections").glob("*.png")
+    )
 
 
 def test_video_frames_follow_the_stride_and_limit(example, tmp_path, monkeypatch):
@@ -74,14 +111,17 @@ def test_video_frames_follow_the_stride_and_limit(example, tmp_path, monkeypatch
     assert int(got[1][1][0, 0, 0]) == 10
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--epochs", "-1"], "--epochs must be >= 0"),
-    (["--batch-size", "0"], "--batch-size must be >= 1"),
-    (["--min-size", "900", "--max-size", "800"], "--min-size (900) must not exceed --max-size (800)"),
-    (["--lr", "nan"], "--lr must be a positive number"),
-    (["--weights", "/no/such/weights.pt"], "--weights /no/such/weights.pt: no such file"),
-    (["--epochs", "x"], "invalid int value: 'x'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--epochs", "-1"], "--epochs must be >= 0"),
+        (["--batch-size", "0"], "--batch-size must be >= 1"),
+        (["--min-size", "900", "--max-size", "800"], "--min-size (900) must not exceed --max-size (800)"),
+        (["--lr", "nan"], "--lr must be a positive number"),
+        (["--weights", "/no/such/weights.pt"], "--weights /no/such/weights.pt: no such file"),
+        (["--epochs", "x"], "invalid int value: 'x'"),
+    ],
+)
 def test_bad_arguments_name_the_argument(example, capsys, argv, message):
     assert example.main(argv) == 2
     assert message in capsys.readouterr().err
@@ -91,8 +131,10 @@ def test_missing_dataset_and_bad_infer_source(example, tmp_path, capsys):
     assert example.main(["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
     assert "no such directory" in capsys.readouterr().err
     (tmp_path / "notes.txt").write_text("not an image")
-    assert example.main(TINY + ["--out", str(tmp_path / "o"), "--epochs", "0", "--infer",
-                                str(tmp_path / "notes.txt")]) == 2
+    assert (
+        example.main(TINY + ["--out", str(tmp_path / "o"), "--epochs", "0", "--infer", str(tmp_path / "notes.txt")])
+        == 2
+    )
     assert "not an image" in capsys.readouterr().err
 
 

@@ -51,8 +51,12 @@ def test_adversarial_logits_forward_matches_torchvision(device):
 def test_dtypes_and_reference(device, gen):
     x, t = _problem(gen, device=device, dtype=torch.float64)
     for reduction in ("none", "sum"):
-        torch.testing.assert_close(detops.sigmoid_focal_loss(x, t, reduction=reduction),
-                                   tv_focal(x, t, reduction=reduction), rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(
+            detops.sigmoid_focal_loss(x, t, reduction=reduction),
+            tv_focal(x, t, reduction=reduction),
+            rtol=1e-12,
+            atol=1e-14,
+        )
     for dtype in (torch.float16, torch.bfloat16):
         xh, th = x.to(dtype), t.to(dtype)
         got = detops.sigmoid_focal_loss(xh, th)
@@ -95,5 +99,6 @@ def test_bad_arguments():
 def test_opcheck(gen):
     x, t = _problem(gen, shape=(20, 3), dtype=torch.float64)
     for reduction in ("none", "mean", "sum"):
-        torch.library.opcheck(torch.ops.detops.sigmoid_focal_loss,
-                              (x.clone().requires_grad_(), t, 0.25, 2.0, reduction))
+        torch.library.opcheck(
+            torch.ops.detops.sigmoid_focal_loss, (x.clone().requires_grad_(), t, 0.25, 2.0, reduction)
+        )

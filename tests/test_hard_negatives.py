@@ -34,13 +34,20 @@ def test_equals_reference_and_tutorial_sum(quantise, ratio, device):
     want_k = torch.minimum(ratio * positives.sum(1), (~positives).sum(1))
     assert torch.equal(mask.sum(1), want_k)
     got_sum = torch.where(mask, loss, 0).double().sum(1)
-    torch.testing.assert_close(got_sum, ref.tutorial_hard_negative_loss(loss.double(), positives, ratio), rtol=1e-12, atol=0)
+    torch.testing.assert_close(
+        got_sum, ref.tutorial_hard_negative_loss(loss.double(), positives, ratio), rtol=1e-12, atol=0
+    )
 
 
 def test_cap_all_positive_no_positive_rows(device):
     loss = torch.tensor([[0.5, 0.1, 0.9, 0.3], [1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
     positives = torch.tensor(
-        [[True, False, False, False], [True, True, True, True], [False, False, False, False], [False, True, False, False]]
+        [
+            [True, False, False, False],
+            [True, True, True, True],
+            [False, False, False, False],
+            [False, True, False, False],
+        ]
     )
     loss, positives = loss.to(device), positives.to(device)
     mask = detops.hard_negative_mining(loss, positives, 3)
@@ -130,8 +137,15 @@ def test_cross_entropy_equals_reference(dtype, C, device):
 def test_cross_entropy_extremes_and_non_finite(device):
     # Large logits (no overflow: the max is subtracted first), -inf logits (probability 0), NaN and +inf
     # logits (NaN loss, as F.cross_entropy), int32 targets, non-contiguous logits, half precision.
-    logits = torch.tensor([[1e4, -1e4, 0.0], [-float("inf"), 0.0, 1.0], [0.0, float("nan"), 1.0],
-                           [float("inf"), 0.0, 1.0], [-float("inf"), 0.0, 1.0]])
+    logits = torch.tensor(
+        [
+            [1e4, -1e4, 0.0],
+            [-float("inf"), 0.0, 1.0],
+            [0.0, float("nan"), 1.0],
+            [float("inf"), 0.0, 1.0],
+            [-float("inf"), 0.0, 1.0],
+        ]
+    )
     targets = torch.tensor([0, 2, 1, 1, 0], dtype=torch.int32)
     got = detops.softmax_cross_entropy(logits.to(device), targets.to(device)).cpu()
     want = ref.softmax_cross_entropy(logits, targets)
@@ -139,8 +153,9 @@ def test_cross_entropy_extremes_and_non_finite(device):
     torch.testing.assert_close(got, want, equal_nan=True)
     x = torch.randn(50, 21, 3).transpose(1, 2)
     t = torch.randint(0, 21, (50, 3))
-    torch.testing.assert_close(detops.softmax_cross_entropy(x.to(device), t.to(device)).cpu(),
-                               ref.softmax_cross_entropy(x, t))
+    torch.testing.assert_close(
+        detops.softmax_cross_entropy(x.to(device), t.to(device)).cpu(), ref.softmax_cross_entropy(x, t)
+    )
     g = torch.Generator().manual_seed(0)
     for dtype in (torch.float16, torch.bfloat16):
         h = torch.randn(400, 21, generator=g).to(dtype)
@@ -195,20 +210,25 @@ def test_cross_entropy_ignore_index(device):
     clean = logits.clone()
     clean[0, 1] = 0.0
     xc = clean.requires_grad_()
-    (want_g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(
-        xc.view(-1, 5), targets.view(-1), reduction="none").sum(), xc)
+    (want_g,) = torch.autograd.grad(
+        torch.nn.functional.cross_entropy(xc.view(-1, 5), targets.view(-1), reduction="none").sum(), xc
+    )
     torch.testing.assert_close(g.cpu(), want_g)
     t3 = torch.tensor([3, 1, 3], device=device)
     out = detops.softmax_cross_entropy(torch.zeros(3, 5, device=device), t3, ignore_index=3)
     assert out.cpu().tolist() == [0.0, pytest.approx(math.log(5)), 0.0]
-    torch.library.opcheck(torch.ops.detops.softmax_cross_entropy.default,
-                          (logits.to(device).float().nan_to_num(), t, -100))
+    torch.library.opcheck(
+        torch.ops.detops.softmax_cross_entropy.default, (logits.to(device).float().nan_to_num(), t, -100)
+    )
 
 
 def test_cross_entropy_bad_target_names_row_and_value():
     # CPU only: the CUDA kernel reports a bad target as a NaN loss (test_cross_entropy_bad_input_and_empty).
-    with pytest.raises(RuntimeError, match=r"targets\[2\] is 3; targets must be class indices in \[0, 3\) or "
-                                           r"ignore_index \(-100\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"targets\[2\] is 3; targets must be class indices in \[0, 3\) or "
+        r"ignore_index \(-100\)",
+    ):
         detops.softmax_cross_entropy(torch.zeros(4, 3), torch.tensor([0, -100, 3, 0]))
     with pytest.raises(RuntimeError, match=r"targets\[1, 0\] is -1"):
         detops.softmax_cross_entropy(torch.zeros(2, 2, 3), torch.tensor([[0, 1], [-1, 7]]))

@@ -43,18 +43,22 @@ def test_float64_match_priors_targets_use_exact_weights(device):
     priors = torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.1, 0.1]], dtype=torch.float64, device=device)
     gt = [torch.tensor([[0.35, 0.35, 0.6, 0.6]], dtype=torch.float64, device=device)]
     weights = (1 / 0.3, 1 / 0.3, 1 / 0.7, 1 / 0.7)
-    labels, matched, targets = detops.match_priors(gt, [torch.tensor([1], device=device)], priors, 0.1,
-                                                   weights=weights)
+    labels, matched, targets = detops.match_priors(gt, [torch.tensor([1], device=device)], priors, 0.1, weights=weights)
     pos = labels[0] > 0
-    want = detops.encode_boxes(gt[0][matched[0][pos]], torch.cat([priors[pos, :2] - priors[pos, 2:] / 2,
-                                                                  priors[pos, :2] + priors[pos, 2:] / 2], 1), weights)
+    want = detops.encode_boxes(
+        gt[0][matched[0][pos]],
+        torch.cat([priors[pos, :2] - priors[pos, 2:] / 2, priors[pos, :2] + priors[pos, 2:] / 2], 1),
+        weights,
+    )
     torch.testing.assert_close(targets[0][pos], want, rtol=1e-13, atol=1e-13)
 
 
 # ---- thresholds and ground truth that are not numbers ----
 
 
-@pytest.mark.parametrize("high, low, name", [(float("nan"), 0.3, "high_threshold"), (0.7, float("nan"), "low_threshold")])
+@pytest.mark.parametrize(
+    "high, low, name", [(float("nan"), 0.3, "high_threshold"), (0.7, float("nan"), "low_threshold")]
+)
 def test_match_boxes_nan_threshold_is_named(high, low, name, device):
     q = torch.rand(3, 5, device=device)
     with pytest.raises(RuntimeError, match=f"{name} is NaN"):
@@ -252,12 +256,18 @@ def _peak_bytes(setup, warm, big, check="pass"):
 def test_integer_box_iou_peak_memory_is_the_output():
     # 8192 x 16384 float32 = 512 MiB. Before, a float64 matrix (1 GiB) came first and was converted: 1.5 GiB
     # at the peak. Bound: the output plus 10%.
-    setup = ("g = torch.Generator().manual_seed(0)\n"
-             "xy = torch.randint(0, 1000, (16384, 2), generator=g)\n"
-             "b = torch.cat([xy, xy + torch.randint(1, 300, (16384, 2), generator=g)], 1).int()")
+    setup = (
+        "g = torch.Generator().manual_seed(0)\n"
+        "xy = torch.randint(0, 1000, (16384, 2), generator=g)\n"
+        "b = torch.cat([xy, xy + torch.randint(1, 300, (16384, 2), generator=g)], 1).int()"
+    )
     out_bytes = 8192 * 16384 * 4
-    peak = _peak_bytes(setup, "detops.box_iou(b[:8], b[:8])", "detops.box_iou(b[:8192], b)",
-                       "assert out.dtype == torch.float32 and out.numel() * 4 == %d" % out_bytes)
+    peak = _peak_bytes(
+        setup,
+        "detops.box_iou(b[:8], b[:8])",
+        "detops.box_iou(b[:8192], b)",
+        "assert out.dtype == torch.float32 and out.numel() * 4 == %d" % out_bytes,
+    )
     assert peak < 1.1 * out_bytes, (peak, out_bytes)
 
 
@@ -278,8 +288,9 @@ def test_integer_box_iou_cuda_peak_memory_is_the_output():
 
 # ---- sizes at the edges ----
 
-BIG = pytest.mark.skipif(os.environ.get("DETOPS_BIG_TESTS") != "1",
-                         reason="needs 9 GiB of memory and a minute: set DETOPS_BIG_TESTS=1")
+BIG = pytest.mark.skipif(
+    os.environ.get("DETOPS_BIG_TESTS") != "1", reason="needs 9 GiB of memory and a minute: set DETOPS_BIG_TESTS=1"
+)
 
 
 def test_iou_output_larger_than_memory_is_refused_before_allocating():
@@ -288,7 +299,7 @@ def test_iou_output_larger_than_memory_is_refused_before_allocating():
     with pytest.raises(RuntimeError, match="needs 65536 GiB .* more than this machine's memory and swap"):
         detops.box_iou(a, a)
     with pytest.raises(RuntimeError, match="more than this machine's memory"):
-        detops.box_iou(a.expand(2**12, 2**22, 4), a[:2**10])  # a batch: 2^12 x 2^22 x 2^10
+        detops.box_iou(a.expand(2**12, 2**22, 4), a[: 2**10])  # a batch: 2^12 x 2^22 x 2^10
 
 
 def test_iou_output_beyond_int64_is_refused(device):
@@ -302,14 +313,18 @@ def test_iou_output_beyond_int64_is_refused(device):
 def test_iou_output_beyond_2_31_elements():
     # 65537 x 32768 = 2^31 + 2^15 outputs (8 GiB of float32): the rows on both sides of flat index 2^31 equal
     # the reference, and the peak is the output plus 1%.
-    setup = ("from detops.reference import boxes as ref\n"
-             "g = torch.Generator().manual_seed(0)\n"
-             "xy = torch.rand(65537, 2, generator=g) * 1000\n"
-             "a = torch.cat([xy, xy + torch.rand(65537, 2, generator=g) * 100], 1)\n"
-             "b = a[:32768].flip(0).contiguous()")
-    check = ("assert out.shape == (65537, 32768)\n"
-             "for r in (0, 65535, 65536):\n"
-             "    assert torch.equal(out[r], ref.box_overlap(a[r:r + 1], b)[0])")
+    setup = (
+        "from detops.reference import boxes as ref\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "xy = torch.rand(65537, 2, generator=g) * 1000\n"
+        "a = torch.cat([xy, xy + torch.rand(65537, 2, generator=g) * 100], 1)\n"
+        "b = a[:32768].flip(0).contiguous()"
+    )
+    check = (
+        "assert out.shape == (65537, 32768)\n"
+        "for r in (0, 65535, 65536):\n"
+        "    assert torch.equal(out[r], ref.box_overlap(a[r:r + 1], b)[0])"
+    )
     peak = _peak_bytes(setup, "detops.box_iou(a[:4], b[:4])", "detops.box_iou(a, b)", check)
     assert peak < 1.01 * 65537 * 32768 * 4, peak
 
@@ -339,17 +354,24 @@ def test_nms_on_a_million_boxes():
     keep = detops.nms(boxes, scores, 0.5)
     assert torch.equal(keep, expected)
     corner = torch.arange(4000)
-    assert torch.equal(corner[detops.nms(boxes[:4000], scores[:4000], 0.5)],
-                       torchvision.ops.nms(boxes[:4000], scores[:4000], 0.5))
+    assert torch.equal(
+        corner[detops.nms(boxes[:4000], scores[:4000], 0.5)], torchvision.ops.nms(boxes[:4000], scores[:4000], 0.5)
+    )
 
 
 def test_nms_on_a_million_boxes_peak_memory():
     # 10^6 boxes are 16 MB; the kernel's candidates, columns and x-sorted copy take about 16 times that.
     # Bound: 400 MB above the inputs.
-    setup = ("import math, sys\nsys.path.insert(0, %r)\nfrom test_hardening import _cells\n"
-             "boxes, scores, expected = _cells(250_000, torch.Generator().manual_seed(8))" % os.path.dirname(__file__))
-    peak = _peak_bytes(setup, "detops.nms(boxes[:100], scores[:100], 0.5)", "detops.nms(boxes, scores, 0.5)",
-                       "assert torch.equal(out, expected)")
+    setup = (
+        "import math, sys\nsys.path.insert(0, %r)\nfrom test_hardening import _cells\n"
+        "boxes, scores, expected = _cells(250_000, torch.Generator().manual_seed(8))" % os.path.dirname(__file__)
+    )
+    peak = _peak_bytes(
+        setup,
+        "detops.nms(boxes[:100], scores[:100], 0.5)",
+        "detops.nms(boxes, scores, 0.5)",
+        "assert torch.equal(out, expected)",
+    )
     assert peak < 400e6, peak
 
 
@@ -377,8 +399,14 @@ def test_match_priors_1000_objects_batch_256():
 
 def test_match_priors_1000_objects_batch_256_peak_memory():
     # The outputs are 256 x 8732 x (8 + 8 + 16) bytes = 72 MB; bound: 150 MB above what was there before.
-    setup = ("import sys\nsys.path.insert(0, %r)\nfrom test_hardening import _matching_batch\n"
-             "gt, labels, priors = _matching_batch(torch.Generator().manual_seed(9))" % os.path.dirname(__file__))
-    peak = _peak_bytes(setup, "detops.match_priors(gt[:1, :3], labels[:1, :3], priors)",
-                       "detops.match_priors(gt, labels, priors)", "assert out[2].shape == (256, 8732, 4)")
+    setup = (
+        "import sys\nsys.path.insert(0, %r)\nfrom test_hardening import _matching_batch\n"
+        "gt, labels, priors = _matching_batch(torch.Generator().manual_seed(9))" % os.path.dirname(__file__)
+    )
+    peak = _peak_bytes(
+        setup,
+        "detops.match_priors(gt[:1, :3], labels[:1, :3], priors)",
+        "detops.match_priors(gt, labels, priors)",
+        "assert out[2].shape == (256, 8732, 4)",
+    )
     assert peak < 150e6, peak

@@ -31,10 +31,12 @@ def test_the_check_catches_a_kernel_over_the_register_file():
     # The float64 CIoU pairwise kernel at 1024 threads per block needed 66 registers: 67584 > 65536, so its
     # launch failed with "too many resources requested" on the GPU only.
     name = "_ZN6detops12_GLOBAL__N_115pairwise_kernelIdLNS_7IouModeE3EEEvPKT_S5_PS3_lllllS3_"
-    report = (f"ptxas info    : Compiling entry function '{name}' for 'sm_90'\n"
-              f"ptxas info    : Function properties for {name}\n"
-              "    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"
-              "ptxas info    : Used 66 registers, used 0 barriers, 400 bytes cmem[0]\n")
+    report = (
+        f"ptxas info    : Compiling entry function '{name}' for 'sm_90'\n"
+        f"ptxas info    : Function properties for {name}\n"
+        "    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"
+        "ptxas info    : Used 66 registers, used 0 barriers, 400 bytes cmem[0]\n"
+    )
     entries = kr.parse_report(report)
     assert entries[0]["name"] == "pairwise_kernel" and entries[0]["registers"] == 66
     problems = kr.check(entries, {"pairwise_kernel": 1024})

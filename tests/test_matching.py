@@ -205,8 +205,14 @@ def test_counts_past_int32_are_refused_before_reading_data():
         torch.ops.detops.match_boxes(torch.zeros(1, 1).expand(1, huge), 0.5, 0.4, False)
     boxes = torch.tensor([[[0.1, 0.1, 0.2, 0.4]]])
     with pytest.raises(RuntimeError, match=f"priors_cxcy has {huge} priors; at most 2"):
-        torch.ops.detops.match_priors(boxes, torch.ones(1, 1, dtype=torch.long), torch.ones(1, dtype=torch.long),
-                                      torch.full((1, 4), 0.5).expand(huge, 4), 0.5, [10.0, 10.0, 5.0, 5.0])
+        torch.ops.detops.match_priors(
+            boxes,
+            torch.ones(1, 1, dtype=torch.long),
+            torch.ones(1, dtype=torch.long),
+            torch.full((1, 4), 0.5).expand(huge, 4),
+            0.5,
+            [10.0, 10.0, 5.0, 5.0],
+        )
 
 
 def test_opcheck_and_compile(device):
@@ -214,8 +220,10 @@ def test_opcheck_and_compile(device):
     boxes, labels = random_batch(gen, B=3, max_objects=6)
     pb, pl, counts = to(device, detops.matching.pack_targets(boxes, labels))
     priors = SMALL_PRIORS.to(device)
-    for args in [(pb, pl, counts, priors, 0.5, [10.0, 10.0, 5.0, 5.0]),
-                 (pb.double(), pl, counts, priors.double(), 0.4, [1.0, 1.0, 1.0, 1.0])]:
+    for args in [
+        (pb, pl, counts, priors, 0.5, [10.0, 10.0, 5.0, 5.0]),
+        (pb.double(), pl, counts, priors.double(), 0.4, [1.0, 1.0, 1.0, 1.0]),
+    ]:
         torch.library.opcheck(torch.ops.detops.match_priors.default, args)
 
     @torch.compile(fullgraph=True)

@@ -74,8 +74,10 @@ def test_reference_has_the_signature_and_defaults_of_voc_map():
 @pytest.mark.parametrize("seed", range(40))
 def test_matches_reference_on_random_detections(seed, method, empty_classes):
     case = _random_case(seed, quantise_scores=seed % 3 == 0)
-    _assert_same(voc_map(*case, method=method, empty_classes=empty_classes),
-                 reference_voc_map(*case, method=method, empty_classes=empty_classes))
+    _assert_same(
+        voc_map(*case, method=method, empty_classes=empty_classes),
+        reference_voc_map(*case, method=method, empty_classes=empty_classes),
+    )
 
 
 @pytest.mark.parametrize("threshold", [0.3, 0.5, 0.75])
@@ -83,8 +85,10 @@ def test_matches_reference_at_other_thresholds(threshold):
     for seed in range(5):
         case = _random_case(100 + seed, n_images=20)
         for method in ("voc07", "area"):
-            _assert_same(voc_map(*case, method=method, iou_threshold=threshold),
-                         reference_voc_map(*case, method=method, iou_threshold=threshold))
+            _assert_same(
+                voc_map(*case, method=method, iou_threshold=threshold),
+                reference_voc_map(*case, method=method, iou_threshold=threshold),
+            )
 
 
 def _one_class(det, scores, gt, difficult=None, n_classes=2):
@@ -93,8 +97,13 @@ def _one_class(det, scores, gt, difficult=None, n_classes=2):
     gt = torch.tensor(gt, dtype=torch.float32).reshape(-1, 4)
     difficult = torch.tensor(difficult or [0] * len(gt), dtype=torch.uint8)
     return (
-        [det], [torch.ones(len(det), dtype=torch.int64)], [torch.tensor(scores, dtype=torch.float32)],
-        [gt], [torch.ones(len(gt), dtype=torch.int64)], [difficult], n_classes,
+        [det],
+        [torch.ones(len(det), dtype=torch.int64)],
+        [torch.tensor(scores, dtype=torch.float32)],
+        [gt],
+        [torch.ones(len(gt), dtype=torch.int64)],
+        [difficult],
+        n_classes,
     )
 
 
@@ -148,8 +157,12 @@ def _three_classes():
     a = [0, 0, 10, 10]
     # Class 1 found perfectly; class 2 only has a difficult box; class 3 has nothing but a false detection.
     return (
-        [torch.tensor([a, a, a], dtype=torch.float32)], [torch.tensor([1, 2, 3])], [torch.tensor([0.9, 0.8, 0.7])],
-        [torch.tensor([a, a], dtype=torch.float32)], [torch.tensor([1, 2])], [torch.tensor([0, 1], dtype=torch.uint8)],
+        [torch.tensor([a, a, a], dtype=torch.float32)],
+        [torch.tensor([1, 2, 3])],
+        [torch.tensor([0.9, 0.8, 0.7])],
+        [torch.tensor([a, a], dtype=torch.float32)],
+        [torch.tensor([1, 2])],
+        [torch.tensor([0, 1], dtype=torch.uint8)],
         4,
     )
 
@@ -177,8 +190,15 @@ def test_classes_without_ground_truth_can_be_left_out():
 def test_detections_but_no_ground_truth_anywhere():
     # Detections on images none of which has a box: every class is empty (this used to raise IndexError).
     dets = [torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.zeros(0, 4)]
-    case = (dets, [torch.tensor([1]), torch.zeros(0, dtype=torch.int64)], [torch.tensor([0.5]), torch.zeros(0)],
-            [torch.zeros(0, 4)] * 2, [torch.zeros(0, dtype=torch.int64)] * 2, [torch.zeros(0, dtype=torch.uint8)] * 2, 3)
+    case = (
+        dets,
+        [torch.tensor([1]), torch.zeros(0, dtype=torch.int64)],
+        [torch.tensor([0.5]), torch.zeros(0)],
+        [torch.zeros(0, 4)] * 2,
+        [torch.zeros(0, dtype=torch.int64)] * 2,
+        [torch.zeros(0, dtype=torch.uint8)] * 2,
+        3,
+    )
     for method in ("voc07", "area"):
         m, aps = voc_map(*case, method=method, empty_classes="nan")
         assert math.isnan(m) and set(aps) == {1, 2} and all(math.isnan(v) for v in aps.values())

@@ -108,8 +108,16 @@ def test_thresholds_are_pycocotools_doubles():
 
 @pytest.mark.parametrize("seed", range(6))
 def test_random_sets_equal_pycocotools(seed, device):
-    preds, target = coco_like(n_images=40, n_classes=6, gt_per_image=5, dets_per_image=12, seed=seed,
-                              crowd_fraction=0.15, score_levels=8 if seed % 2 else None, empty_fraction=0.1)
+    preds, target = coco_like(
+        n_images=40,
+        n_classes=6,
+        gt_per_image=5,
+        dets_per_image=12,
+        seed=seed,
+        crowd_fraction=0.15,
+        score_levels=8 if seed % 2 else None,
+        empty_fraction=0.1,
+    )
     got = _evaluate(preds, target, device)
     _assert_equal_to_pycocotools(got, _pycocotools(*_coco_dicts(preds, target)))
     assert got["map"].device.type == torch.device(device).type
@@ -117,15 +125,22 @@ def test_random_sets_equal_pycocotools(seed, device):
 
 def test_ties_crowds_and_more_than_100_detections_per_image(device):
     g = torch.Generator().manual_seed(3)
-    preds, target = coco_like(n_images=6, n_classes=3, gt_per_image=30, dets_per_image=10, seed=4,
-                              crowd_fraction=0.3, classes_per_image=2)
+    preds, target = coco_like(
+        n_images=6, n_classes=3, gt_per_image=30, dets_per_image=10, seed=4, crowd_fraction=0.3, classes_per_image=2
+    )
     # One image with 250 detections of one class, on only 4 score levels; another with many copies of one box.
     box = target[0]["boxes"][:1]
     many = box + torch.randn(250, 4, generator=g) * 4
-    preds[0] = {"boxes": many, "scores": (torch.rand(250, generator=g) * 4).floor() / 4,
-                "labels": target[0]["labels"][:1].repeat(250)}
-    preds[1] = {"boxes": target[1]["boxes"].repeat(5, 1), "scores": torch.full((5 * len(target[1]["boxes"]),), 0.5),
-                "labels": target[1]["labels"].repeat(5)}
+    preds[0] = {
+        "boxes": many,
+        "scores": (torch.rand(250, generator=g) * 4).floor() / 4,
+        "labels": target[0]["labels"][:1].repeat(250),
+    }
+    preds[1] = {
+        "boxes": target[1]["boxes"].repeat(5, 1),
+        "scores": torch.full((5 * len(target[1]["boxes"]),), 0.5),
+        "labels": target[1]["labels"].repeat(5),
+    }
     got = _evaluate(preds, target, device)
     _assert_equal_to_pycocotools(got, _pycocotools(*_coco_dicts(preds, target)))
 
@@ -135,8 +150,11 @@ def test_empty_images_classes_tiny_and_huge_boxes(device):
     i64 = lambda *v: torch.tensor(v, dtype=torch.int64)
     f32 = lambda *v: torch.tensor(v, dtype=torch.float32)
     preds = [
-        {"boxes": t([0, 0, 10, 10], [0, 0, 1e-3, 1e-3], [0, 0, 1e6, 1e6]), "scores": f32(0.9, 0.8, 0.7),
-         "labels": i64(1, 1, 2)},
+        {
+            "boxes": t([0, 0, 10, 10], [0, 0, 1e-3, 1e-3], [0, 0, 1e6, 1e6]),
+            "scores": f32(0.9, 0.8, 0.7),
+            "labels": i64(1, 1, 2),
+        },
         {"boxes": t(), "scores": f32(), "labels": i64()},  # no detections
         {"boxes": t([5, 5, 6, 6]), "scores": f32(0.3), "labels": i64(7)},  # a class with detections only
         {"boxes": t([0, 0, 2e5, 1e5]), "scores": f32(0.6), "labels": i64(2)},  # an image with no ground truth
@@ -167,8 +185,10 @@ def test_box_formats(box_format):
     # Dyadic coordinates: every format converts exactly, so all three describe the same boxes.
     for d in preds + target:
         d["boxes"] = (d["boxes"] * 4).round() / 4
-    conv = {"xywh": lambda b: torch.cat([b[:, :2], b[:, 2:] - b[:, :2]], 1),
-            "cxcywh": lambda b: torch.cat([(b[:, :2] + b[:, 2:]) / 2, b[:, 2:] - b[:, :2]], 1)}[box_format]
+    conv = {
+        "xywh": lambda b: torch.cat([b[:, :2], b[:, 2:] - b[:, :2]], 1),
+        "cxcywh": lambda b: torch.cat([(b[:, :2] + b[:, 2:]) / 2, b[:, 2:] - b[:, :2]], 1),
+    }[box_format]
     preds2 = [dict(p, boxes=conv(p["boxes"])) for p in preds]
     target2 = [dict(t, boxes=conv(t["boxes"])) for t in target]
     got = _evaluate(preds2, target2, box_format=box_format)
@@ -252,8 +272,15 @@ def test_ops_pass_opcheck():
 
     assert torch.equal(torch.ops.detops.coco_match(*args), ref.coco_match(*args))
     status = torch.tensor([[[1, 0, 2]], [[0, 2, 1]]], dtype=torch.uint8)
-    acc = (status, torch.tensor([0.9, 0.5, 0.1], dtype=torch.float64), torch.tensor([0, 0, 1]), torch.tensor([0, 2, 3]),
-           torch.tensor([[1, 2], [0, 1]]), torch.tensor(default_rec_thresholds(), dtype=torch.float64), [1, 10])
+    acc = (
+        status,
+        torch.tensor([0.9, 0.5, 0.1], dtype=torch.float64),
+        torch.tensor([0, 0, 1]),
+        torch.tensor([0, 2, 3]),
+        torch.tensor([[1, 2], [0, 1]]),
+        torch.tensor(default_rec_thresholds(), dtype=torch.float64),
+        [1, 10],
+    )
     torch.library.opcheck(torch.ops.detops.coco_accumulate.default, acc)
     for got, want in zip(torch.ops.detops.coco_accumulate(*acc), ref.coco_accumulate(*acc)):
         assert torch.equal(got, want)

@@ -97,8 +97,12 @@ def test_no_positives_gives_a_finite_zero(device):
     g_locs, g_scores = torch.autograd.grad(loss, (locs, scores))
     assert torch.isfinite(g_locs).all() and (g_locs == 0).all() and (g_scores == 0).all()
     # background-labelled objects only: no positives either
-    loss = crit(locs, scores, [torch.tensor([[0.1, 0.1, 0.5, 0.5]], device=device), no_boxes[1]],
-                [torch.tensor([0], device=device), no_labels[1]])
+    loss = crit(
+        locs,
+        scores,
+        [torch.tensor([[0.1, 0.1, 0.5, 0.5]], device=device), no_boxes[1]],
+        [torch.tensor([0], device=device), no_labels[1]],
+    )
     assert loss.item() == 0.0
 
 
@@ -113,7 +117,9 @@ def test_padded_targets_equal_lists_and_empty_images(device):
     a = crit(locs_d, scores_d, boxes_d, labels_d)
     b = crit(locs_d, scores_d, pb, pl, counts)
     assert torch.equal(a, b)
-    torch.testing.assert_close(a.cpu(), ref.tutorial_multibox_loss(locs, scores, boxes, labels, PRIORS), rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        a.cpu(), ref.tutorial_multibox_loss(locs, scores, boxes, labels, PRIORS), rtol=1e-5, atol=0
+    )
 
 
 def test_bad_input(device):

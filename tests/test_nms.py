@@ -143,9 +143,20 @@ def test_nms_reduced_precision_computes_in_float32(g, dtype, device):
 
 def test_nms_degenerate_and_negative_boxes(g, device):
     boxes = torch.tensor(
-        [[0.0, 0, 10, 10], [0, 0, 10, 10], [5, 5, 5, 5], [2, 3, 2, 9], [10, 0, 20, 10], [-30, -40, -10, -5],
-         [-5, -5, 5, 5], [1e6, 1e6, 1e6 + 50, 1e6 + 20], [1e6 + 10, 1e6, 1e6 + 60, 1e6 + 20], [2, 2, 8, 8],
-         [8, 8, 2, 2], [0, 0, 1e-6, 1e-6]]
+        [
+            [0.0, 0, 10, 10],
+            [0, 0, 10, 10],
+            [5, 5, 5, 5],
+            [2, 3, 2, 9],
+            [10, 0, 20, 10],
+            [-30, -40, -10, -5],
+            [-5, -5, 5, 5],
+            [1e6, 1e6, 1e6 + 50, 1e6 + 20],
+            [1e6 + 10, 1e6, 1e6 + 60, 1e6 + 20],
+            [2, 2, 8, 8],
+            [8, 8, 2, 2],
+            [0, 0, 1e-6, 1e-6],
+        ]
     )
     scores = torch.rand(len(boxes), generator=g)
     for thr in (0.0, 0.2, 0.5, 0.8, 1.0):
@@ -234,7 +245,7 @@ def test_batched_nms_ties_empty_and_order(g, device):
     assert torch.equal(got, ref.batched_nms(boxes, scores, idxs, 0.5))
     s = scores[got]
     assert bool((s[:-1] >= s[1:]).all())
-    ties = (s[:-1] == s[1:])
+    ties = s[:-1] == s[1:]
     assert bool((got[:-1][ties] < got[1:][ties]).all())
     empty = detops.batched_nms(*on(device, torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64)), 0.5)
     assert empty.shape == (0,) and empty.dtype == torch.int64

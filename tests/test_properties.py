@@ -221,8 +221,9 @@ def check_loss(args):
     try:
         want = theirs(a, b, reduction)
     except RuntimeError:  # torchvision's CIoU loss fails on some dtype pairs (an index_put of two dtypes)
-        assert got.dtype == torch.promote_types(*(t.dtype if t.dtype in (torch.float32, torch.float64)
-                                                  else torch.float32 for t in (a, b)))
+        assert got.dtype == torch.promote_types(
+            *(t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32 for t in (a, b))
+        )
         return
     assert got.dtype == want.dtype and got.shape == want.shape
     if got.dtype == torch.promote_types(a.dtype, b.dtype) and _moderate(a, b) and reduction == "none":
@@ -231,8 +232,10 @@ def check_loss(args):
 
 @st.composite
 def area_convert_args(draw):
-    return draw(boxes_tensor(dtypes=FLOATS + INTS)), draw(st.sampled_from(("xyxy", "xywh", "cxcywh"))), draw(
-        st.sampled_from(("xyxy", "xywh", "cxcywh"))
+    return (
+        draw(boxes_tensor(dtypes=FLOATS + INTS)),
+        draw(st.sampled_from(("xyxy", "xywh", "cxcywh"))),
+        draw(st.sampled_from(("xyxy", "xywh", "cxcywh"))),
     )
 
 
@@ -268,8 +271,9 @@ def nms_args(draw):
     dtype = draw(st.sampled_from(FLOATS))
     n = draw(st.integers(0, 12))
     boxes = draw(boxes_tensor(n=n, dtype=dtype))
-    scores = as_tensor([draw(st.one_of(st.floats(0, 1), st.sampled_from((0.5, NAN, INF, -INF)))) for _ in range(n)],
-                       dtype, ())
+    scores = as_tensor(
+        [draw(st.one_of(st.floats(0, 1), st.sampled_from((0.5, NAN, INF, -INF)))) for _ in range(n)], dtype, ()
+    )
     idxs = torch.tensor([draw(st.sampled_from((0, 1, 2, -7, 2**40))) for _ in range(n)], dtype=torch.int64)
     return boxes, scores, idxs, draw(threshold())
 
@@ -293,16 +297,25 @@ def multiclass_args(draw):
     per_class = draw(st.booleans())
     boxes = as_tensor(draw(box_rows(B * P * (C if per_class else 1))), dtype)
     boxes = boxes.reshape(B, P, C, 4) if per_class else boxes.reshape(B, P, 4)
-    scores = as_tensor([draw(st.one_of(st.floats(0, 1), st.sampled_from((0.5, NAN, INF)))) for _ in range(B * P * C)],
-                       dtype, ()).reshape(B, P, C)
-    return (boxes, scores, draw(st.sampled_from((0.05, 0.0, -1.0, 0.5))), draw(threshold()),
-            draw(st.integers(0, 8)), draw(st.sampled_from((None, 0, 5, -3))), draw(st.sampled_from((None, 1, 3))))
+    scores = as_tensor(
+        [draw(st.one_of(st.floats(0, 1), st.sampled_from((0.5, NAN, INF)))) for _ in range(B * P * C)], dtype, ()
+    ).reshape(B, P, C)
+    return (
+        boxes,
+        scores,
+        draw(st.sampled_from((0.05, 0.0, -1.0, 0.5))),
+        draw(threshold()),
+        draw(st.integers(0, 8)),
+        draw(st.sampled_from((None, 0, 5, -3))),
+        draw(st.sampled_from((None, 1, 3))),
+    )
 
 
 def check_multiclass(args):
     boxes, scores, sthr, ithr, k, bg, cap = args
-    got = refused(detops.multiclass_nms, boxes, scores, sthr, ithr, k, background_class=bg,
-                  max_candidates_per_class=cap)
+    got = refused(
+        detops.multiclass_nms, boxes, scores, sthr, ithr, k, background_class=bg, max_candidates_per_class=cap
+    )
     if got is None:
         # NaN thresholds and a background class outside [0, C) are refused, naming the argument.
         assert math.isnan(ithr) or (bg is not None and not 0 <= bg < scores.shape[-1])
@@ -315,8 +328,14 @@ def check_multiclass(args):
 @st.composite
 def soft_nms_args(draw):
     boxes, scores, _, thr = draw(nms_args())
-    return boxes, scores, thr, draw(st.sampled_from((0.5, 1e-3, 2.0))), draw(st.sampled_from((0.001, 0.0, 0.5))), \
-        draw(st.sampled_from(("linear", "gaussian")))
+    return (
+        boxes,
+        scores,
+        thr,
+        draw(st.sampled_from((0.5, 1e-3, 2.0))),
+        draw(st.sampled_from((0.001, 0.0, 0.5))),
+        draw(st.sampled_from(("linear", "gaussian"))),
+    )
 
 
 def check_soft_nms(args):
@@ -348,8 +367,11 @@ def match_priors_args(draw):
 def check_match_priors(args):
     boxes, labels, priors, thr = args
     got = refused(detops.match_priors, boxes, labels, priors, thr)
-    valid = (all(finite(b) and bool((b[:, 2:] >= b[:, :2]).all()) for b in boxes)
-             and all(bool((lab >= 0).all()) for lab in labels) and math.isfinite(thr))
+    valid = (
+        all(finite(b) and bool((b[:, 2:] >= b[:, :2]).all()) for b in boxes)
+        and all(bool((lab >= 0).all()) for lab in labels)
+        and math.isfinite(thr)
+    )
     if got is None:
         assert not valid, "valid input refused"
         return
@@ -391,8 +413,11 @@ def check_match_boxes(args):
 def hard_negative_args(draw):
     B, P = draw(st.integers(0, 3)), draw(st.integers(0, 8))
     dtype = draw(st.sampled_from(FLOATS))
-    loss = as_tensor([draw(st.one_of(st.floats(0, 10), st.sampled_from((0.0, -0.0, NAN, INF, 1e-40))))
-                      for _ in range(B * P)], dtype, ()).reshape(B, P)
+    loss = as_tensor(
+        [draw(st.one_of(st.floats(0, 10), st.sampled_from((0.0, -0.0, NAN, INF, 1e-40)))) for _ in range(B * P)],
+        dtype,
+        (),
+    ).reshape(B, P)
     pos = torch.tensor([draw(st.booleans()) for _ in range(B * P)], dtype=torch.bool).reshape(B, P)
     return loss, pos, draw(st.integers(0, 4))
 
@@ -406,8 +431,11 @@ def check_hard_negatives(args):
 def cross_entropy_args(draw):
     dtype = draw(st.sampled_from(FLOATS))
     n, C = draw(st.integers(0, 5)), draw(st.integers(1, 4))
-    logits = as_tensor([draw(st.one_of(st.floats(-30, 30), st.sampled_from((0.0, 1e4, -1e4, INF, -INF, NAN))))
-                        for _ in range(n * C)], dtype, ()).reshape(n, C)
+    logits = as_tensor(
+        [draw(st.one_of(st.floats(-30, 30), st.sampled_from((0.0, 1e4, -1e4, INF, -INF, NAN)))) for _ in range(n * C)],
+        dtype,
+        (),
+    ).reshape(n, C)
     targets = torch.tensor([draw(st.integers(-1, C)) for _ in range(n)], dtype=torch.int64)
     return layout(logits, draw(st.sampled_from(LAYOUTS))), targets
 
@@ -481,14 +509,20 @@ def check_rotated(args):
 def focal_args(draw):
     dtype = draw(st.sampled_from(FLOATS))
     n = draw(st.integers(0, 6))
-    logits = [draw(st.one_of(st.floats(-30, 30), st.sampled_from((0.0, 100.0, -100.0, INF, -INF, NAN))))
-              for _ in range(n)]
+    logits = [
+        draw(st.one_of(st.floats(-30, 30), st.sampled_from((0.0, 100.0, -100.0, INF, -INF, NAN)))) for _ in range(n)
+    ]
     targets = [draw(st.one_of(st.sampled_from((0.0, 1.0)), st.floats(0, 1))) for _ in range(n)]
     alpha = draw(st.sampled_from((0.25, -1.0, 0.5)))
     gamma = draw(st.sampled_from((0.0, 1.5, 2.0)))
     reduction = draw(st.sampled_from(("none", "sum", "mean")))
-    return (torch.tensor(logits, dtype=torch.float64).to(dtype), torch.tensor(targets, dtype=torch.float64).to(dtype),
-            alpha, gamma, reduction)
+    return (
+        torch.tensor(logits, dtype=torch.float64).to(dtype),
+        torch.tensor(targets, dtype=torch.float64).to(dtype),
+        alpha,
+        gamma,
+        reduction,
+    )
 
 
 def check_focal(args):
@@ -569,15 +603,21 @@ def coco_sets(draw):
     preds, target = [], []
     for _ in range(draw(st.integers(1, 4))):
         gt = [draw(coco_box()) for _ in range(draw(st.integers(0, 4)))]
-        t = {"boxes": torch.tensor(gt, dtype=torch.float32).reshape(-1, 4),
-             "labels": torch.tensor([draw(labels) for _ in gt], dtype=torch.int64),
-             "iscrowd": torch.tensor([int(draw(st.integers(0, 3)) == 0) for _ in gt], dtype=torch.int64)}
+        t = {
+            "boxes": torch.tensor(gt, dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.tensor([draw(labels) for _ in gt], dtype=torch.int64),
+            "iscrowd": torch.tensor([int(draw(st.integers(0, 3)) == 0) for _ in gt], dtype=torch.int64),
+        }
         if gt and draw(st.booleans()):  # COCO's own "area" (a segmentation's), not the box's
             t["area"] = torch.tensor([draw(st.sampled_from((0.0, 100.0, 1024.0, 5000.0, 1e6))) for _ in gt])
         dt = [draw(coco_box(near=draw(st.sampled_from(gt)) if gt else None)) for _ in range(draw(st.integers(0, 6)))]
-        preds.append({"boxes": torch.tensor(dt, dtype=torch.float32).reshape(-1, 4),
-                      "scores": torch.tensor([draw(st.sampled_from(COCO_SCORES)) for _ in dt], dtype=torch.float32),
-                      "labels": torch.tensor([draw(labels) for _ in dt], dtype=torch.int64)})
+        preds.append(
+            {
+                "boxes": torch.tensor(dt, dtype=torch.float32).reshape(-1, 4),
+                "scores": torch.tensor([draw(st.sampled_from(COCO_SCORES)) for _ in dt], dtype=torch.float32),
+                "labels": torch.tensor([draw(labels) for _ in dt], dtype=torch.int64),
+            }
+        )
         target.append(t)
     return preds, target
 
@@ -588,8 +628,10 @@ def test_coco_evaluation_agrees_with_pycocotools():
     pytest.importorskip("pycocotools")
     import test_metrics_coco as coco_tests
 
-    @settings(max_examples=max(settings().max_examples, 60 * settings().max_examples // 40),
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=max(settings().max_examples, 60 * settings().max_examples // 40),
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(coco_sets())
     def run(sets):
         preds, target = sets

@@ -17,8 +17,16 @@ TOL = {torch.float32: 2e-5, torch.float64: 1e-10}
 def rand_rotated(n, g, lead=(), dtype=torch.float64, spread=10.0, size=5.0, angles=720.0):
     """n boxes per leading entry: centres in [0, spread), sizes in (0.1, size], angles in [-angles, angles)."""
     u = torch.rand((*lead, n, 5), generator=g, dtype=torch.float64)
-    boxes = torch.stack((u[..., 0] * spread, u[..., 1] * spread, 0.1 + u[..., 2] * size, 0.1 + u[..., 3] * size,
-                         (u[..., 4] * 2 - 1) * angles), dim=-1)
+    boxes = torch.stack(
+        (
+            u[..., 0] * spread,
+            u[..., 1] * spread,
+            0.1 + u[..., 2] * size,
+            0.1 + u[..., 3] * size,
+            (u[..., 4] * 2 - 1) * angles,
+        ),
+        dim=-1,
+    )
     return boxes.to(dtype)
 
 
@@ -28,16 +36,19 @@ def adversarial_pairs():
     base = [100.0, 100.0, 50.0, 20.0, 45.0]
     pairs = [(base, base)]
     for d in (1e-3, 1e-5):
-        pairs += [(base, [100 + d, 100, 50, 20, 45]), (base, [100, 100, 50, 20, 45 + d]),
-                  (base, [100, 100, 50 + d, 20 - d, 45 - d])]
+        pairs += [
+            (base, [100 + d, 100, 50, 20, 45]),
+            (base, [100, 100, 50, 20, 45 + d]),
+            (base, [100, 100, 50 + d, 20 - d, 45 - d]),
+        ]
     pairs += [
-        ([0, 0, 10, 10, 0], [0, 0, 4, 4, 30]),          # nested
-        ([0, 0, 10, 10, 0], [0, 0, 10, 10, 90]),        # same square, quarter turn
-        ([0, 0, 10, 4, 30], [0, 0, 10, 4, 210]),        # same rectangle, half turn
-        ([0, 0, 10, 4, 30], [0, 0, 4, 10, 120]),        # same rectangle, sides swapped
-        ([0, 0, 2, 2, 0], [2, 0, 2, 2, 0]),             # touching edges
-        ([0, 0, 2, 2, 0], [2, 2, 2, 2, 0]),             # touching corners
-        ([0, 0, 2, 2, 0], [1, 0, 2, 2, 0]),             # collinear edges, half overlap
+        ([0, 0, 10, 10, 0], [0, 0, 4, 4, 30]),  # nested
+        ([0, 0, 10, 10, 0], [0, 0, 10, 10, 90]),  # same square, quarter turn
+        ([0, 0, 10, 4, 30], [0, 0, 10, 4, 210]),  # same rectangle, half turn
+        ([0, 0, 10, 4, 30], [0, 0, 4, 10, 120]),  # same rectangle, sides swapped
+        ([0, 0, 2, 2, 0], [2, 0, 2, 2, 0]),  # touching edges
+        ([0, 0, 2, 2, 0], [2, 2, 2, 2, 0]),  # touching corners
+        ([0, 0, 2, 2, 0], [1, 0, 2, 2, 0]),  # collinear edges, half overlap
         ([0, 0, 2, 2, 0], [1, 0.5, 2, 2, 0]),
         ([0, 0, 2, 2, 45], [math.sqrt(2), 0, 2, 2, 45]),  # corner on an edge
         ([0, 0, 2, 2, 0], [0, 0, 2 * math.sqrt(2), 2 * math.sqrt(2), 45]),  # corners touching edges
@@ -47,7 +58,7 @@ def adversarial_pairs():
         ([0, 0, 3, 2, 1e6], [0, 0, 3, 2, 1e6 + 90]),
         ([0, 0, 3, 2, -725], [0.5, 0, 3, 2, 180]),
         ([0, 0, 1e-3, 1e-3, 0], [0, 0, 1e-3, 1e-3, 45]),
-        ([5, 5, 1, 1, 0], [50, 50, 1, 1, 0]),           # disjoint
+        ([5, 5, 1, 1, 0], [50, 50, 1, 1, 0]),  # disjoint
     ]
     return pairs
 
@@ -96,9 +107,9 @@ def test_adversarial_against_shapely(device, dtype):
     got = detops.box_iou_rotated_aligned(a, b).cpu().double()
     want = torch.tensor([shapely_iou(*p) for p in pairs], dtype=torch.float64)
     # float32 at 1e7 holds coordinates to 1 unit: compare those pairs on the rounded boxes' exact IoU.
-    want_in_dtype = torch.tensor([shapely_iou(x, y) for x, y in zip(a.cpu().double().tolist(),
-                                                                    b.cpu().double().tolist())],
-                                 dtype=torch.float64)
+    want_in_dtype = torch.tensor(
+        [shapely_iou(x, y) for x, y in zip(a.cpu().double().tolist(), b.cpu().double().tolist())], dtype=torch.float64
+    )
     atol = 1e-9 if dtype == torch.float64 else 3e-4
     torch.testing.assert_close(got, want_in_dtype, atol=atol, rtol=0)
     if dtype == torch.float64:
@@ -120,17 +131,17 @@ def test_identical_boxes_give_exactly_one(device, dtype, gen):
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_exact_cases(device, dtype):
     cases = [
-        ([0, 0, 2, 2, 0], [2, 0, 2, 2, 0], 0.0),            # touching edges
-        ([0, 0, 2, 2, 0], [2, 2, 2, 2, 0], 0.0),            # touching corners
-        ([0, 0, 2, 2, 0], [1, 0, 2, 2, 0], 1 / 3),          # collinear edges
-        ([0, 0, 10, 10, 0], [0, 0, 4, 4, 30], 16 / 100),    # nested
-        ([0, 0, 10, 10, 0], [0, 0, 10, 10, 90], 1.0),       # quarter turn of a square
+        ([0, 0, 2, 2, 0], [2, 0, 2, 2, 0], 0.0),  # touching edges
+        ([0, 0, 2, 2, 0], [2, 2, 2, 2, 0], 0.0),  # touching corners
+        ([0, 0, 2, 2, 0], [1, 0, 2, 2, 0], 1 / 3),  # collinear edges
+        ([0, 0, 10, 10, 0], [0, 0, 4, 4, 30], 16 / 100),  # nested
+        ([0, 0, 10, 10, 0], [0, 0, 10, 10, 90], 1.0),  # quarter turn of a square
         ([0, 0, 10, 10, 0], [0, 0, 10, 10, 450], 1.0),
         ([0, 0, 10, 10, 0], [0, 0, 10, 10, -270], 1.0),
-        ([0, 0, 0, 2, 0], [0, 0, 0, 2, 0], 0.0),            # zero width: empty, even against itself
+        ([0, 0, 0, 2, 0], [0, 0, 0, 2, 0], 0.0),  # zero width: empty, even against itself
         ([0, 0, 2, 0, 0], [0, 0, 2, 2, 0], 0.0),
-        ([0, 0, -2, 2, 0], [0, 0, 2, 2, 0], 0.0),           # negative width: empty
-        ([3, 3, 1, 1, 0], [30, 30, 1, 1, 0], 0.0),          # disjoint
+        ([0, 0, -2, 2, 0], [0, 0, 2, 2, 0], 0.0),  # negative width: empty
+        ([3, 3, 1, 1, 0], [30, 30, 1, 1, 0], 0.0),  # disjoint
         ([-5, -5, 2, 2, 0], [-4, -5, 2, 2, 180], 1 / 3),
     ]
     a = torch.tensor([c[0] for c in cases], dtype=dtype, device=device)
@@ -157,14 +168,23 @@ def test_angle_periodicity_and_translation(device, dtype, gen):
     shifted_b[:, :2] -= shift
     tol = 1e-4 if dtype == torch.float32 else 1e-9
     torch.testing.assert_close(detops.box_iou_rotated(a.to(device), turned.to(device)).cpu(), base, atol=tol, rtol=0)
-    torch.testing.assert_close(detops.box_iou_rotated(shifted_a.to(device), shifted_b.to(device)).cpu(),
-                               detops.box_iou_rotated(a8.to(device), b8.to(device)).cpu(), atol=tol, rtol=0)
+    torch.testing.assert_close(
+        detops.box_iou_rotated(shifted_a.to(device), shifted_b.to(device)).cpu(),
+        detops.box_iou_rotated(a8.to(device), b8.to(device)).cpu(),
+        atol=tol,
+        rtol=0,
+    )
 
 
 def test_nan_and_inf_give_nan(device):
     good = [0.0, 0.0, 2.0, 2.0, 0.0]
-    bad = [[math.nan, 0, 2, 2, 0], [0, 0, 2, 2, math.nan], [math.inf, 0, 2, 2, 0], [0, 0, math.inf, 2, 0],
-           [0, 0, 2, 2, -math.inf]]
+    bad = [
+        [math.nan, 0, 2, 2, 0],
+        [0, 0, 2, 2, math.nan],
+        [math.inf, 0, 2, 2, 0],
+        [0, 0, math.inf, 2, 0],
+        [0, 0, 2, 2, -math.inf],
+    ]
     a = torch.tensor(bad, device=device)
     b = torch.tensor([good] * len(bad), device=device)
     assert detops.box_iou_rotated_aligned(a, b).isnan().all()
@@ -242,8 +262,7 @@ def test_box_iou_torchvision_fails_where_detops_holds():
 def test_pair_torchvision_gets_wrong():
     # A pair of the benchmark's uniform workload where torchvision 0.29 returns 0.0568; shapely and the
     # reference give 0.1147.
-    a = torch.tensor([[84.58161163330078, 712.3807373046875, 143.77459716796875, 147.11044311523438,
-                       -8.7402925491333]])
+    a = torch.tensor([[84.58161163330078, 712.3807373046875, 143.77459716796875, 147.11044311523438, -8.7402925491333]])
     b = torch.tensor([[116.1439208984375, 716.96484375, 90.98207092285156, 28.01889419555664, 6.977433204650879]])
     want = ref.iou_pair(a[0].tolist(), b[0].tolist())
     assert abs(want - 0.1147042885) < 1e-9
@@ -368,8 +387,18 @@ def test_nms_threshold_boundary(device):
 
 
 def test_nms_ties_nan_and_empty(device):
-    boxes = torch.tensor([[0.0, 0, 2, 2, 10], [0.1, 0, 2, 2, 12], [0, 0, 2, 2, 10], [20, 20, 2, 2, 0],
-                          [math.nan, 0, 2, 2, 0], [0, 0, 2, 2, math.inf], [20, 20, 2, 2, 1]], device=device)
+    boxes = torch.tensor(
+        [
+            [0.0, 0, 2, 2, 10],
+            [0.1, 0, 2, 2, 12],
+            [0, 0, 2, 2, 10],
+            [20, 20, 2, 2, 0],
+            [math.nan, 0, 2, 2, 0],
+            [0, 0, 2, 2, math.inf],
+            [20, 20, 2, 2, 1],
+        ],
+        device=device,
+    )
     scores = torch.tensor([0.5, 0.5, 0.9, 0.1, 1.0, 1.0, math.nan], device=device)
     # rank: 2 (0.9), then the 0.5 tie by index (0, 1), then 3; the NaN/inf boxes and the NaN score drop out
     assert detops.nms_rotated(boxes, scores, 0.5).tolist() == [2, 3]
@@ -402,9 +431,20 @@ def _assert_multiclass_equal(got, want):
         assert torch.equal(x.cpu(), y), (x, y)
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(background_class=0), dict(max_candidates_per_class=15),
-                                dict(max_detections=7), dict(max_detections=5000), dict(score_threshold=0.99),
-                                dict(score_threshold=1.0), dict(iou_threshold=0.0), dict(iou_threshold=-1.0)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(),
+        dict(background_class=0),
+        dict(max_candidates_per_class=15),
+        dict(max_detections=7),
+        dict(max_detections=5000),
+        dict(score_threshold=0.99),
+        dict(score_threshold=1.0),
+        dict(iou_threshold=0.0),
+        dict(iou_threshold=-1.0),
+    ],
+)
 def test_multiclass_nms_rotated_against_reference(device, kw, gen):
     boxes, scores = multiclass_case(gen)
     args = dict(score_threshold=0.3, iou_threshold=0.4, max_detections=60)
@@ -439,8 +479,9 @@ def test_multiclass_nms_rotated_per_class_boxes_and_ties(device, dtype, gen):
 def test_multiclass_nms_rotated_is_per_class_nms(device, gen):
     # With no cap on detections, each class's detections are nms_rotated over its candidates.
     boxes, scores = multiclass_case(gen, b=1, p=200, c=4)
-    out_boxes, out_scores, labels, counts = detops.multiclass_nms_rotated(boxes.to(device), scores.to(device),
-                                                                          0.2, 0.5, 10_000)
+    out_boxes, out_scores, labels, counts = detops.multiclass_nms_rotated(
+        boxes.to(device), scores.to(device), 0.2, 0.5, 10_000
+    )
     n = int(counts[0])
     for c in range(4):
         cand = (scores[0, :, c] > 0.2).nonzero()[:, 0]
@@ -511,10 +552,10 @@ def test_multiclass_and_soft_nms_rotated_on_adversarial_boxes(device, dtype, gen
     for thr in (0.0, 0.5, 0.999):
         got = detops.multiclass_nms_rotated(boxes[None].to(device), scores.to(device), 0.05, thr, 100)
         _assert_multiclass_equal(got, ref.multiclass_nms_rotated(boxes[None], scores, 0.05, thr, 100))
-        keep, s = detops.soft_nms_rotated(boxes.to(device), scores[0, :, 0].to(device), iou_threshold=thr,
-                                          method="linear", score_threshold=0.01)
-        rk, rs = ref.soft_nms_rotated(boxes, scores[0, :, 0], iou_threshold=thr, method="linear",
-                                      score_threshold=0.01)
+        keep, s = detops.soft_nms_rotated(
+            boxes.to(device), scores[0, :, 0].to(device), iou_threshold=thr, method="linear", score_threshold=0.01
+        )
+        rk, rs = ref.soft_nms_rotated(boxes, scores[0, :, 0], iou_threshold=thr, method="linear", score_threshold=0.01)
         assert torch.equal(keep.cpu(), rk)
         torch.testing.assert_close(s.cpu(), rs)
     # The first pair is one box twice (IoU exactly 1): at any threshold below 1 one of them goes.
@@ -535,8 +576,18 @@ def test_soft_nms_rotated_against_reference(device, method, dtype, gen):
 
 
 def test_soft_nms_rotated_rules(device, gen):
-    boxes = torch.tensor([[0.0, 0, 2, 2, 10], [0.1, 0, 2, 2, 12], [0, 0, 2, 2, 10], [20, 20, 2, 2, 0],
-                          [math.nan, 0, 2, 2, 0], [0, 0, 2, 2, math.inf], [20, 20, 2, 2, 1]], device=device)
+    boxes = torch.tensor(
+        [
+            [0.0, 0, 2, 2, 10],
+            [0.1, 0, 2, 2, 12],
+            [0, 0, 2, 2, 10],
+            [20, 20, 2, 2, 0],
+            [math.nan, 0, 2, 2, 0],
+            [0, 0, 2, 2, math.inf],
+            [20, 20, 2, 2, 1],
+        ],
+        device=device,
+    )
     scores = torch.tensor([0.5, 0.5, 0.9, 0.1, 1.0, 1.0, math.nan], device=device)
     # linear with iou_threshold 1: no decay, so selection is rank order over the valid boxes (ties by index)
     keep, s = detops.soft_nms_rotated(boxes, scores, iou_threshold=1.0, method="linear", score_threshold=0.0)
@@ -564,7 +615,9 @@ def test_soft_nms_rotated_rules(device, gen):
 def test_opcheck(device, gen):
     a, b = rand_rotated(7, gen, lead=(2,)).to(device), rand_rotated(5, gen).to(device)
     torch.library.opcheck(torch.ops.detops.box_iou_rotated.default, (a, b))
-    torch.library.opcheck(torch.ops.detops.box_iou_rotated_aligned.default, (a, rand_rotated(7, gen, lead=(2,)).to(device)))
+    torch.library.opcheck(
+        torch.ops.detops.box_iou_rotated_aligned.default, (a, rand_rotated(7, gen, lead=(2,)).to(device))
+    )
     boxes, scores, idxs = clustered(60, gen, classes=3)
     boxes, scores, idxs = boxes.to(device), scores.to(device), idxs.to(device)
     torch.library.opcheck(torch.ops.detops.nms_rotated.default, (boxes, scores, 0.5))
@@ -606,15 +659,20 @@ def test_cuda_matches_cpu(gen):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     a, b = rand_rotated(300, gen, dtype=torch.float32), rand_rotated(200, gen, dtype=torch.float32)
-    torch.testing.assert_close(detops.box_iou_rotated(a.cuda(), b.cuda()).cpu(), detops.box_iou_rotated(a, b),
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        detops.box_iou_rotated(a.cuda(), b.cuda()).cpu(), detops.box_iou_rotated(a, b), atol=1e-6, rtol=0
+    )
     boxes, scores, idxs = clustered(3000, gen, classes=4)
-    assert torch.equal(detops.batched_nms_rotated(boxes.cuda(), scores.cuda(), idxs.cuda(), 0.5).cpu(),
-                       detops.batched_nms_rotated(boxes, scores, idxs, 0.5))
+    assert torch.equal(
+        detops.batched_nms_rotated(boxes.cuda(), scores.cuda(), idxs.cuda(), 0.5).cpu(),
+        detops.batched_nms_rotated(boxes, scores, idxs, 0.5),
+    )
     for per_class in (False, True):
         mb, ms = multiclass_case(gen, b=3, p=1500, c=5, per_class=per_class)
-        for x, y in zip(detops.multiclass_nms_rotated(mb.cuda(), ms.cuda(), 0.2, 0.5, 300, background_class=0),
-                        detops.multiclass_nms_rotated(mb, ms, 0.2, 0.5, 300, background_class=0)):
+        for x, y in zip(
+            detops.multiclass_nms_rotated(mb.cuda(), ms.cuda(), 0.2, 0.5, 300, background_class=0),
+            detops.multiclass_nms_rotated(mb, ms, 0.2, 0.5, 300, background_class=0),
+        ):
             assert torch.equal(x.cpu(), y)
     keep, s = detops.soft_nms_rotated(boxes[:1000].cuda(), scores[:1000].cuda())
     rk, rs = detops.soft_nms_rotated(boxes[:1000], scores[:1000])
@@ -645,6 +703,7 @@ def test_cuda_multiclass_nms_rotated_graph_capture(gen):
 def test_radians_to_degrees():
     boxes = torch.tensor([[1.0, 2.0, 3.0, 4.0, math.pi / 2], [0.0, 0.0, 1.0, 1.0, -math.pi]], dtype=torch.float64)
     got = rotated.radians_to_degrees(boxes)
-    torch.testing.assert_close(got, torch.tensor([[1.0, 2.0, 3.0, 4.0, 90.0], [0.0, 0.0, 1.0, 1.0, -180.0]],
-                                                 dtype=torch.float64))
+    torch.testing.assert_close(
+        got, torch.tensor([[1.0, 2.0, 3.0, 4.0, 90.0], [0.0, 0.0, 1.0, 1.0, -180.0]], dtype=torch.float64)
+    )
     assert boxes[0, 4] == math.pi / 2  # the input is left alone

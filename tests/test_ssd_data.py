@@ -173,7 +173,9 @@ def test_reader_class_choice(voc, tmp_path):
     assert VOCDataset(str(tmp_path), "one").classes == ["ant", "zebra"]
     # VOC names -> the 20 VOC classes in the devkit order.
     write_voc_annotation(
-        str(tmp_path / "Annotations" / "c.xml"), "a.jpg", (SIZE, SIZE),
+        str(tmp_path / "Annotations" / "c.xml"),
+        "a.jpg",
+        (SIZE, SIZE),
         [{"name": "person", "bbox": (11, 21, 40, 80), "difficult": 1}, {"name": "dog", "bbox": (1, 1, SIZE, SIZE)}],
     )
     (tmp_path / "ImageSets" / "Main" / "voc.txt").write_text("c\n")
@@ -217,18 +219,31 @@ def test_corrupt_image_in_a_worker_names_the_file(voc, tmp_path):
     bad = os.path.join(root, "JPEGImages", "000001.jpg")
     with open(bad, "wb") as f:
         f.write(b"\xff\xd8\xff garbage")
-    loader = DataLoader(VOCDataset(root, "train", transforms=ssd_transforms(False, size=64)), batch_size=4,
-                        num_workers=1, collate_fn=collate_fn)
+    loader = DataLoader(
+        VOCDataset(root, "train", transforms=ssd_transforms(False, size=64)),
+        batch_size=4,
+        num_workers=1,
+        collate_fn=collate_fn,
+    )
     with pytest.raises(ValueError, match="000001.jpg"):
         next(iter(loader))
 
 
 def _box_xml(xmin, ymin, xmax, ymax):
     """An annotation whose second object's box is the one given (the first is fine)."""
-    return (b"<annotation><filename>000004.jpg</filename><size><width>160</width><height>160</height></size>"
-            b"<object><name>circle</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax>"
-            b"</bndbox></object><object><name>square</name><bndbox><xmin>" + xmin + b"</xmin><ymin>" + ymin +
-            b"</ymin><xmax>" + xmax + b"</xmax><ymax>" + ymax + b"</ymax></bndbox></object></annotation>")
+    return (
+        b"<annotation><filename>000004.jpg</filename><size><width>160</width><height>160</height></size>"
+        b"<object><name>circle</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax>"
+        b"</bndbox></object><object><name>square</name><bndbox><xmin>"
+        + xmin
+        + b"</xmin><ymin>"
+        + ymin
+        + b"</ymin><xmax>"
+        + xmax
+        + b"</xmax><ymax>"
+        + ymax
+        + b"</ymax></bndbox></object></annotation>"
+    )
 
 
 @pytest.mark.parametrize(

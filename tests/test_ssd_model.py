@@ -199,7 +199,7 @@ def test_detect_batched_fixed_shape():
     b, s, l, n = model.detect_batched(locs, scores, 0.3, 0.45, 17)
     assert b.shape == (2, 17, 4) and s.shape == (2, 17) and l.shape == (2, 17) and n.shape == (2,)
     for i in range(2):
-        assert (l[i, : n[i]] >= 1).all() and (l[i, n[i]:] == -1).all()
+        assert (l[i, : n[i]] >= 1).all() and (l[i, n[i] :] == -1).all()
         assert (s[i, : n[i]][:-1] >= s[i, : n[i]][1:]).all()
 
 
@@ -219,8 +219,9 @@ def test_detect_objects_matches_reference_tutorial_detect_objects():
     locs = torch.randn(2, model.n_priors, 4) * 0.5
     scores = torch.randn(2, model.n_priors, 4) * 2
     got = model.detect_objects(locs, scores, min_score=0.6, max_overlap=0.45, top_k=40)
-    want = ref.tutorial_detect_objects(model.priors_cxcy, locs, scores, min_score=0.6, max_overlap=0.45, top_k=40,
-                                       n_classes=4)
+    want = ref.tutorial_detect_objects(
+        model.priors_cxcy, locs, scores, min_score=0.6, max_overlap=0.45, top_k=40, n_classes=4
+    )
     for i in range(2):
         torch.testing.assert_close(got[2][i], want[2][i])
         g = sorted(zip(got[2][i].tolist(), got[1][i].tolist()))

@@ -19,8 +19,10 @@ from detops.ssd.synthetic import generate_voc_dataset
 from detops.ssd.trainer import TrainConfig, Trainer
 from detops.ssd.voc import VOCDataset
 
-pytestmark = [pytest.mark.usefixtures("one_thread"),
-              pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")]
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
+]
 
 CLASSES = ["circle", "square", "triangle", "cross"]
 TRIALS = 20
@@ -38,8 +40,17 @@ def dataset(tmp_path_factory):
 def _trainer(dataset, out):
     torch.manual_seed(0)
     model = build_model(len(CLASSES) + 1, "tiny", width=4)
-    cfg = TrainConfig(epochs=2, batch_size=2, optimizer="adamw", lr=1e-3, warmup_steps=1, schedule="cosine",
-                      checkpoint_every=1, checkpoint_every_steps=1, seed=0)
+    cfg = TrainConfig(
+        epochs=2,
+        batch_size=2,
+        optimizer="adamw",
+        lr=1e-3,
+        warmup_steps=1,
+        schedule="cosine",
+        checkpoint_every=1,
+        checkpoint_every_steps=1,
+        seed=0,
+    )
     return Trainer(model, dataset, cfg, device="cpu", checkpoint_dir=out)
 
 

@@ -37,8 +37,16 @@ def cached(data):
 
 
 def _cfg(**kw):
-    base = dict(epochs=2, batch_size=8, optimizer="adamw", lr=2e-3, warmup_steps=2, schedule="cosine",
-                checkpoint_every=1, seed=0)
+    base = dict(
+        epochs=2,
+        batch_size=8,
+        optimizer="adamw",
+        lr=2e-3,
+        warmup_steps=2,
+        schedule="cosine",
+        checkpoint_every=1,
+        seed=0,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -97,8 +105,9 @@ def test_checkpoint_resume_is_exact(cached, tmp_path):
             if trainer.epoch == 1:
                 trainer.save_checkpoint(after_one)
 
-    straight = Trainer(_model(), cached, _cfg(epochs=3), device="cpu", checkpoint_dir=str(tmp_path),
-                       callbacks=[KeepFirst()])
+    straight = Trainer(
+        _model(), cached, _cfg(epochs=3), device="cpu", checkpoint_dir=str(tmp_path), callbacks=[KeepFirst()]
+    )
     straight.fit()
 
     resumed = Trainer(_model(seed=123), cached, _cfg(epochs=3), device="cpu")  # different init on purpose
@@ -135,12 +144,12 @@ def _free_port():
 
 
 def _ddp_worker(rank, world, port, data, out):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)
     dataset = VOCDataset(data, "train", transforms=ssd_transforms(False, size=160), classes=CLASSES)
-    trainer = Trainer(_model(seed=rank), dataset, _cfg(epochs=1, batch_size=4), device="cpu",
-                      checkpoint_dir=out)
+    trainer = Trainer(_model(seed=rank), dataset, _cfg(epochs=1, batch_size=4), device="cpu", checkpoint_dir=out)
     assert trainer.distributed and trainer.steps_per_epoch == 2  # 16 images / 2 ranks / batch 4
     trainer.fit()
     torch.save({k: v for k, v in trainer.model.named_parameters()}, os.path.join(out, f"rank{rank}.pt"))
@@ -170,9 +179,15 @@ def test_validation_best_and_csv(cached, data, tmp_path, metric):
             seen.append(result)
 
     csv_path = str(tmp_path / "metrics.csv")
-    trainer = Trainer(_model(), cached, _cfg(epochs=2, val_every=1, metric=metric), device="cpu",
-                      checkpoint_dir=str(tmp_path),
-                      val_set=val, callbacks=[Record(), CSVLogger(csv_path)])
+    trainer = Trainer(
+        _model(),
+        cached,
+        _cfg(epochs=2, val_every=1, metric=metric),
+        device="cpu",
+        checkpoint_dir=str(tmp_path),
+        val_set=val,
+        callbacks=[Record(), CSVLogger(csv_path)],
+    )
     trainer.fit()
     trainer.close()
     assert [r["epoch"] for r in seen] == [1, 2]
@@ -207,7 +222,10 @@ def test_coco_metric_ignores_difficult_objects_as_voc_does():
     metric.update([hit], [{"boxes": gt[:1], "labels": torch.tensor([1])}])
     without = metric.compute()
     assert with_difficult["map"] == without["map"] == pytest.approx(1.0, abs=1e-12)
-    assert with_difficult["ap_coco"][1] == pytest.approx(1.0, abs=1e-12) and with_difficult["ap_coco"][2] != with_difficult["ap_coco"][2]
+    assert (
+        with_difficult["ap_coco"][1] == pytest.approx(1.0, abs=1e-12)
+        and with_difficult["ap_coco"][2] != with_difficult["ap_coco"][2]
+    )
 
 
 def test_find_lr_sweeps_and_restores(cached):

@@ -32,8 +32,14 @@ def g():
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(), dict(multi_label=True), dict(agnostic=True), dict(classes=[1, 3]), dict(max_det=5),
-     dict(max_candidates=100)],
+    [
+        dict(),
+        dict(multi_label=True),
+        dict(agnostic=True),
+        dict(classes=[1, 3]),
+        dict(max_det=5),
+        dict(max_candidates=100),
+    ],
 )
 @pytest.mark.parametrize("conf", [0.25, 0.01])
 @pytest.mark.parametrize("head", ["v5", "v8"])
@@ -55,8 +61,16 @@ def _sorted_rows(x):
 
 
 @pytest.mark.parametrize("head", ["v5", "v8"])
-@pytest.mark.parametrize("kw", [dict(max_candidates=150), dict(max_candidates=0), dict(classes=[0, 2, 5, 99]),
-                                dict(max_candidates=90, classes=[1, 2]), dict(classes=[])])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(max_candidates=150),
+        dict(max_candidates=0),
+        dict(classes=[0, 2, 5, 99]),
+        dict(max_candidates=90, classes=[1, 2]),
+        dict(classes=[]),
+    ],
+)
 def test_multi_label_cap_and_classes_with_ties(g, head, kw, device):
     # Multi-label goes through multiclass_nms, with YOLO's per-image cap (max_candidates) applied first:
     # tied confidences at the cap keep the first in (prediction, class) order, as YOLO's stable sort does.
@@ -140,8 +154,9 @@ def test_candidates_across_chunks_and_images(g, n, device):
         assert_same_candidates(candidates_on(device, pred, conf), ref.yolo_candidates(pred, conf))
         for objectness in (False, True):  # a channel-major head with and without an objectness channel
             cm = pred.transpose(1, 2).contiguous().transpose(1, 2)
-            assert_same_candidates(candidates_on(device, cm, conf, objectness),
-                                   ref.yolo_candidates(cm, conf, objectness))
+            assert_same_candidates(
+                candidates_on(device, cm, conf, objectness), ref.yolo_candidates(cm, conf, objectness)
+            )
 
 
 def test_candidates_ties_pick_the_first_class(g, device):
@@ -172,8 +187,18 @@ def test_candidates_at_the_threshold(g, device):
     pred[0, :, 5:] = 0.5
     pred[0, :, 5] = 1.0
     # objectness at, just above, just below the threshold; scores then exactly objectness x 1.
-    pred[0, :, 4] = torch.stack([t, torch.nextafter(t, torch.tensor(1.0)), torch.nextafter(t, torch.tensor(0.0)),
-                                 t + 1e-5, t - 1e-5, t + 1e-5, t, t])
+    pred[0, :, 4] = torch.stack(
+        [
+            t,
+            torch.nextafter(t, torch.tensor(1.0)),
+            torch.nextafter(t, torch.tensor(0.0)),
+            t + 1e-5,
+            t - 1e-5,
+            t + 1e-5,
+            t,
+            t,
+        ]
+    )
     rows = candidates_on(device, pred, thr)[0]
     assert rows.tolist() == [1, 3, 5]
     assert_same_candidates(candidates_on(device, pred, thr), ref.yolo_candidates(pred, thr))
@@ -288,12 +313,19 @@ def obb_head(b, n, c, g, ties=True, objects=30, size=300.0):
     p[:, :4] = torch.gather(p[:, :4, :objects], 2, src[:, None].expand(-1, 4, -1)) + torch.randn(b, 4, n, generator=g)
     p[:, -1] = torch.gather(p[:, -1, :objects] * math.pi - math.pi / 4, 1, src) + torch.randn(b, n, generator=g) * 0.1
     s = torch.sigmoid(torch.randn(b, c, n, generator=g) * 2 - 1)
-    p[:, 4:4 + c] = (s * 8).round() / 8 if ties else s  # ties: many equal scores, in and across classes
+    p[:, 4 : 4 + c] = (s * 8).round() / 8 if ties else s  # ties: many equal scores, in and across classes
     return p
 
 
-OBB_KW = [dict(), dict(multi_label=True), dict(agnostic=True), dict(classes=[0, 2]), dict(max_det=7),
-          dict(max_candidates=50), dict(multi_label=True, agnostic=True, max_candidates=80)]
+OBB_KW = [
+    dict(),
+    dict(multi_label=True),
+    dict(agnostic=True),
+    dict(classes=[0, 2]),
+    dict(max_det=7),
+    dict(max_candidates=50),
+    dict(multi_label=True, agnostic=True, max_candidates=80),
+]
 
 
 def assert_same(got, want):
@@ -317,8 +349,10 @@ def test_obb_exact_matches_reference(g, kw, iou, device):
 @pytest.mark.parametrize("iou", [0.0, 0.1, 0.7])
 def test_obb_probiou_matches_reference(g, kw, iou, device):
     pred = obb_head(3, 400, 4, g).to(device)
-    assert_same(yolo.non_max_suppression(pred, 0.3, iou, rotated=True, overlap="probiou", **kw),
-                ref.yolo_obb_non_max_suppression(pred, 0.3, iou, overlap="probiou", **kw))
+    assert_same(
+        yolo.non_max_suppression(pred, 0.3, iou, rotated=True, overlap="probiou", **kw),
+        ref.yolo_obb_non_max_suppression(pred, 0.3, iou, overlap="probiou", **kw),
+    )
 
 
 def ultralytics_nms():
@@ -384,10 +418,13 @@ def test_obb_empty_and_bad_input(g, device):
     for overlap in ("iou", "probiou"):
         out = yolo.non_max_suppression(pred, 0.3, 0.5, rotated=True, overlap=overlap)
         assert out[0].shape == (0, 7) and out[1].shape[0] > 0
-        assert [o.shape for o in yolo.non_max_suppression(pred, 0.3, 0.5, rotated=True, overlap=overlap,
-                                                          max_det=0)] == [(0, 7), (0, 7)]
-        assert [o.shape for o in yolo.non_max_suppression(pred[:, :, :0], 0.3, 0.5, rotated=True,
-                                                          overlap=overlap)] == [(0, 7), (0, 7)]
+        assert [
+            o.shape for o in yolo.non_max_suppression(pred, 0.3, 0.5, rotated=True, overlap=overlap, max_det=0)
+        ] == [(0, 7), (0, 7)]
+        assert [o.shape for o in yolo.non_max_suppression(pred[:, :, :0], 0.3, 0.5, rotated=True, overlap=overlap)] == [
+            (0, 7),
+            (0, 7),
+        ]
     with pytest.raises(ValueError, match="overlap must be one of"):
         yolo.non_max_suppression(pred, 0.3, 0.5, rotated=True, overlap="giou")
     with pytest.raises(ValueError, match="rotated heads only|for rotated heads"):
@@ -409,7 +446,9 @@ def bench_case(name):
     return next(c for c in registry.load_cases() if c.name == name)
 
 
-@pytest.mark.parametrize("name", ["non_max_suppression/yolo_obb/ultralytics", "non_max_suppression/yolo_v8/ultralytics"])
+@pytest.mark.parametrize(
+    "name", ["non_max_suppression/yolo_obb/ultralytics", "non_max_suppression/yolo_v8/ultralytics"]
+)
 def test_bench_cases_against_ultralytics(name):
     pytest.importorskip("ultralytics.utils.nms")
     from detops.bench import registry, runner
@@ -429,7 +468,9 @@ def test_bench_cases_without_ultralytics_are_a_message(monkeypatch):
     from detops.bench import registry, runner
 
     real = registry.importlib.util.find_spec
-    monkeypatch.setattr(registry.importlib.util, "find_spec", lambda name: None if name == "ultralytics" else real(name))
+    monkeypatch.setattr(
+        registry.importlib.util, "find_spec", lambda name: None if name == "ultralytics" else real(name)
+    )
     for name in ("non_max_suppression/yolo_obb/ultralytics", "non_max_suppression/yolo_v8/ultralytics"):
         row = runner.run_row(bench_case(name), "1", "cpu", torch.float32, 0, 0.001, True)
         assert row["status"] == "missing" and "pip install ultralytics" in row["message"]

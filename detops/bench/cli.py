@@ -19,18 +19,35 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.f
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = __doc__.split("\n\n")[0]
-    p.add_argument("--ops", default="", help="comma-separated ops or families (boxes, coding, nms, matching, "
-                   "hard_negatives, yolo, ssd); default all. --list shows them")
-    p.add_argument("--sizes", action="append", default=[], metavar="OP:S1,S2",
-                   help="sizes for an op, e.g. nms:1000,3000,20000 or box_iou:500x20000 (repeatable, or ';'-separated)")
+    p.add_argument(
+        "--ops",
+        default="",
+        help="comma-separated ops or families (boxes, coding, nms, matching, hard_negatives, yolo, rotated, "
+        "focal_loss, ssd, metrics, training); default all. --list shows them",
+    )
+    p.add_argument(
+        "--sizes",
+        action="append",
+        default=[],
+        metavar="OP:S1,S2",
+        help="sizes for an op, e.g. nms:1000,3000,20000 or box_iou:500x20000 (repeatable, or ';'-separated)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="box and score dtype (SSD and "
-                   "detector cases always use float32)")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=sorted(DTYPES),
+        help="box and score dtype (SSD and detector cases always use float32)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0, help="seed of every workload")
     p.add_argument("--quick", action="store_true", help="small sizes, short timing: a check that takes about a minute")
-    p.add_argument("--min-time", type=float, default=None, help="seconds each side is timed per row "
-                   "(default 0.5, 0.05 with --quick)")
+    p.add_argument(
+        "--min-time",
+        type=float,
+        default=None,
+        help="seconds each side is timed per row (default 0.5, 0.05 with --quick)",
+    )
     p.add_argument("--json", metavar="FILE", help="write every figure and the machine to FILE")
     p.add_argument("--plot", metavar="DIR", help="one PNG per op in DIR: time against size, log-log")
     p.add_argument("--compare", metavar="OLD.json", help="print the change of every row against an earlier run")
@@ -96,20 +113,42 @@ def run(args) -> int:
             msg = f"{row['case']} {row['size']}: {'ERROR' if row['status'] == 'error' else 'skipped'}: {row['message']}"
             (bar.write if bar is not None else print)(msg)
 
-    rows = runner.run(selected, sizes, args.device, dtype, args.seed, min_time, args.quick,
-                      progress=not args.no_progress, named=named, copy_gbps=copy_gbps, on_row=on_row)
+    rows = runner.run(
+        selected,
+        sizes,
+        args.device,
+        dtype,
+        args.seed,
+        min_time,
+        args.quick,
+        progress=not args.no_progress,
+        named=named,
+        copy_gbps=copy_gbps,
+        on_row=on_row,
+    )
     if not rows:
         print("no case matched (under --quick, a case without quick sizes runs only when --ops names it)")
         return 0
     print("\nWorkloads (seed %d):\n%s\n" % (args.seed, output.describe_workloads(rows)))
     print(output.console_table(rows))
-    print("\nTimes: median ±half the interquartile range (n = timed calls per side, after warm-up); speed-up = "
-          "baseline median / detops median; floor = a fill of a fresh tensor as large as detops' output.")
+    print(
+        "\nTimes: median ±half the interquartile range (n = timed calls per side, after warm-up); speed-up = "
+        "baseline median / detops median; floor = a fill of a fresh tensor as large as detops' output."
+    )
     memory = output.memory_lines(rows)
     if memory:
         print("\nPeak memory:\n" + "\n".join(memory))
-    settings = {"argv": list(getattr(args, "argv", None) or sys.argv[1:]), "ops": named, "sizes": sizes, "device": args.device, "dtype": args.dtype,
-                "threads": torch.get_num_threads(), "seed": args.seed, "quick": args.quick, "min_time": min_time}
+    settings = {
+        "argv": list(getattr(args, "argv", None) or sys.argv[1:]),
+        "ops": named,
+        "sizes": sizes,
+        "device": args.device,
+        "dtype": args.dtype,
+        "threads": torch.get_num_threads(),
+        "seed": args.seed,
+        "quick": args.quick,
+        "min_time": min_time,
+    }
     if args.json:
         output.write_json(args.json, output.document(rows, machine, settings))
         print(f"wrote {args.json}")
@@ -117,8 +156,10 @@ def run(args) -> int:
         paths = output.plot(rows, args.plot)
         print(f"wrote {len(paths)} plots to {args.plot}")
     if old is not None:
-        print(f"\nChange against {args.compare} (ratio of medians new / old; outside spread: each median is "
-              "outside the other run's interquartile range):\n")
+        print(
+            f"\nChange against {args.compare} (ratio of medians new / old; outside spread: each median is "
+            "outside the other run's interquartile range):\n"
+        )
         print(output.compare_runs(old, rows))
     return 1 if any(r["status"] == "error" for r in rows) else 0
 

@@ -89,13 +89,18 @@ def as_tables(out) -> List[Tensor]:
     of torchvision-style dicts, a list of tables, or padded multiclass_nms output (boxes, scores, labels,
     counts)."""
     if isinstance(out, list) and out and isinstance(out[0], dict):
-        return [torch.cat([d["boxes"], d["scores"][:, None], d["labels"][:, None].to(d["boxes"].dtype)], 1)
-                for d in out]
+        return [
+            torch.cat([d["boxes"], d["scores"][:, None], d["labels"][:, None].to(d["boxes"].dtype)], 1) for d in out
+        ]
     if isinstance(out, tuple) and len(out) == 4 and isinstance(out[3], Tensor):
         boxes, scores, labels, counts = out
-        return [torch.cat([boxes[i, :n], scores[i, :n, None], labels[i, :n, None].to(boxes.dtype)], 1)
-                for i, n in enumerate(counts.tolist())]
+        return [
+            torch.cat([boxes[i, :n], scores[i, :n, None], labels[i, :n, None].to(boxes.dtype)], 1)
+            for i, n in enumerate(counts.tolist())
+        ]
     if isinstance(out, tuple):  # (list of boxes, list of scores, list of labels)
-        return [torch.cat([t.reshape(t.shape[0], -1).to(per_image[0].dtype) for t in per_image], 1)
-                for per_image in zip(*out)]
+        return [
+            torch.cat([t.reshape(t.shape[0], -1).to(per_image[0].dtype) for t in per_image], 1)
+            for per_image in zip(*out)
+        ]
     return list(out)

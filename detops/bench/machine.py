@@ -25,10 +25,15 @@ def _git_commit() -> Optional[Dict[str, Any]]:
     if not os.path.exists(os.path.join(root, ".git")):
         return None
     try:
-        commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return {"commit": commit, "dirty": bool(dirty)} if commit else None
@@ -40,12 +45,21 @@ def _gpu(device: str) -> Optional[Dict[str, Any]]:
     index = torch.device(device).index if str(device).startswith("cuda") else None
     index = torch.cuda.current_device() if index is None else index
     p = torch.cuda.get_device_properties(index)
-    info = {"name": p.name, "capability": f"{p.major}.{p.minor}", "memory_gib": round(p.total_memory / 2**30, 1),
-            "l2_cache_mib": round(getattr(p, "L2_cache_size", 0) / 2**20, 1), "cuda": torch.version.cuda,
-            "driver": None}
+    info = {
+        "name": p.name,
+        "capability": f"{p.major}.{p.minor}",
+        "memory_gib": round(p.total_memory / 2**30, 1),
+        "l2_cache_mib": round(getattr(p, "L2_cache_size", 0) / 2**20, 1),
+        "cuda": torch.version.cuda,
+        "driver": None,
+    }
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader", f"-i={index}"],
-                             capture_output=True, text=True, timeout=20).stdout.strip()
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader", f"-i={index}"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout.strip()
         info["driver"] = out or None
     except (OSError, subprocess.SubprocessError):
         pass
@@ -95,6 +109,8 @@ def machine_info(device: str = "cpu") -> Dict[str, Any]:
 def one_line(m: Dict[str, Any]) -> str:
     gpu = m.get("gpu")
     g = f"{gpu['name']} (driver {gpu.get('driver') or '?'})" if gpu else "no GPU"
-    return (f"{m['cpu']}, {m['cores']} cores, {m['threads']} threads; {g}; torch {m['torch']}, "
-            f"torchvision {m['torchvision']}, detops {m['detops']}"
-            + (f" ({m['git']['commit'][:10]}{', modified' if m['git']['dirty'] else ''})" if m.get("git") else ""))
+    return (
+        f"{m['cpu']}, {m['cores']} cores, {m['threads']} threads; {g}; torch {m['torch']}, "
+        f"torchvision {m['torchvision']}, detops {m['detops']}"
+        + (f" ({m['git']['commit'][:10]}{', modified' if m['git']['dirty'] else ''})" if m.get("git") else "")
+    )

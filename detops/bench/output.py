@@ -42,19 +42,29 @@ def table_rows(rows: Sequence[Dict[str, Any]]) -> List[List[str]]:
             label = "ERROR" if r["status"] == "error" else "baseline missing"
             out.append([r["op"], r["workload"], r["size"], r["baseline"], f"{label}: {r['message']}", "", "", "", ""])
             continue
-        out.append([
-            r["op"], r["workload"], r["size"], r["baseline"], fmt_stats(r["detops"]), fmt_stats(r["baseline_time"]),
-            fmt_ratio(r["ratio"]), fmt_ms(r["floor"]["median_ms"]) if r.get("floor") else "-",
-            fmt_ratio(r["vs_floor"]) if r.get("vs_floor") is not None else "-",
-        ])
+        out.append(
+            [
+                r["op"],
+                r["workload"],
+                r["size"],
+                r["baseline"],
+                fmt_stats(r["detops"]),
+                fmt_stats(r["baseline_time"]),
+                fmt_ratio(r["ratio"]),
+                fmt_ms(r["floor"]["median_ms"]) if r.get("floor") else "-",
+                fmt_ratio(r["vs_floor"]) if r.get("vs_floor") is not None else "-",
+            ]
+        )
     return out
 
 
 def console_table(rows: Sequence[Dict[str, Any]]) -> str:
     body = table_rows(rows)
     cells = [list(COLUMNS)] + body
-    width = [max(len(c[i]) for c in cells if not (c[4].startswith(("ERROR", "baseline missing")) and i == 4))
-             for i in range(len(COLUMNS))]
+    width = [
+        max(len(c[i]) for c in cells if not (c[4].startswith(("ERROR", "baseline missing")) and i == 4))
+        for i in range(len(COLUMNS))
+    ]
     lines = []
     for k, c in enumerate(cells):
         if k > 0 and c[4].startswith(("ERROR", "baseline missing")):
@@ -184,15 +194,26 @@ def row_key(r: Dict[str, Any]):
 def outside_spread(old: Dict[str, Any], new: Dict[str, Any]) -> bool:
     """True when each run's median lies outside the other run's interquartile range."""
     return not (old["q1_ms"] <= new["median_ms"] <= old["q3_ms"]) and not (
-        new["q1_ms"] <= old["median_ms"] <= new["q3_ms"])
+        new["q1_ms"] <= old["median_ms"] <= new["q3_ms"]
+    )
 
 
 def compare_runs(old_doc: Dict[str, Any], rows: Sequence[Dict[str, Any]]) -> str:
     """Per row present in both runs: old and new medians of detops and the baseline, the ratio new / old of
     the medians, and whether the change is outside both runs' spread."""
     old = {row_key(r): r for r in old_doc["rows"]}
-    head = ["op", "workload", "size", "baseline", "detops old -> new", "change", "outside spread",
-            "baseline old -> new", "change", "outside spread"]
+    head = [
+        "op",
+        "workload",
+        "size",
+        "baseline",
+        "detops old -> new",
+        "change",
+        "outside spread",
+        "baseline old -> new",
+        "change",
+        "outside spread",
+    ]
     body = []
     for r in rows:
         o = old.get(row_key(r))
@@ -200,15 +221,29 @@ def compare_runs(old_doc: Dict[str, Any], rows: Sequence[Dict[str, Any]]) -> str
             body.append([r["op"], r["workload"], r["size"], r["baseline"], "new row", "", "", "", "", ""])
             continue
         if r["status"] != "ok" or o["status"] != "ok":
-            body.append([r["op"], r["workload"], r["size"], r["baseline"], f"{o['status']} -> {r['status']}",
-                         "", "", "", "", ""])
+            body.append(
+                [
+                    r["op"],
+                    r["workload"],
+                    r["size"],
+                    r["baseline"],
+                    f"{o['status']} -> {r['status']}",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                ]
+            )
             continue
         cells = [r["op"], r["workload"], r["size"], r["baseline"]]
         for side in ("detops", "baseline_time"):
             a, b = o[side], r[side]
-            cells += [f"{fmt_ms(a['median_ms'])} -> {fmt_ms(b['median_ms'])}",
-                      f"{b['median_ms'] / a['median_ms']:.2f}x" if a["median_ms"] > 0 else "-",
-                      "yes" if outside_spread(a, b) else "no"]
+            cells += [
+                f"{fmt_ms(a['median_ms'])} -> {fmt_ms(b['median_ms'])}",
+                f"{b['median_ms'] / a['median_ms']:.2f}x" if a["median_ms"] > 0 else "-",
+                "yes" if outside_spread(a, b) else "no",
+            ]
         body.append(cells)
     gone = set(old) - {row_key(r) for r in rows}
     cells = [head] + body

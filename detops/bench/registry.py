@@ -101,8 +101,19 @@ def case(
 
     def register(build):
         CASES.append(
-            Case(family, op, baseline, workload, build, tuple(sizes), tuple(quick), tuple(requires), tuple(devices),
-                 size_label, (build.__doc__ or "").strip())
+            Case(
+                family,
+                op,
+                baseline,
+                workload,
+                build,
+                tuple(sizes),
+                tuple(quick),
+                tuple(requires),
+                tuple(devices),
+                size_label,
+                (build.__doc__ or "").strip(),
+            )
         )
         return build
 
@@ -160,8 +171,10 @@ def select(cases: Sequence[Case], ops: Optional[Sequence[str]]) -> List[Case]:
         else:
             match = [c for c in cases if c.name == name]
         if not match:
-            raise ValueError(f"unknown op or family {name!r}; ops: {', '.join(sorted(op_names))}; families: "
-                             f"{', '.join(sorted(families))}")
+            raise ValueError(
+                f"unknown op or family {name!r}; ops: {', '.join(sorted(op_names))}; families: "
+                f"{', '.join(sorted(families))}"
+            )
         chosen += [c for c in match if c not in chosen]
     return chosen
 

@@ -36,14 +36,27 @@ def _op_tables(rows: Sequence[Dict[str, Any]]) -> List[str]:
         if r["status"] == "ok":
             by_op.setdefault(r["op"], []).append(r)
     for op, rs in by_op.items():
-        lines += [f"### {op}", "", f"Size counts {rs[0]['size_label']}; {rs[0]['dtype']}.", "",
-                  "| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
+        lines += [
+            f"### {op}",
+            "",
+            f"Size counts {rs[0]['size_label']}; {rs[0]['dtype']}.",
+            "",
+            "| " + " | ".join(HEAD) + " |",
+            "|" + "---|" * len(HEAD),
+        ]
         for r in rs:
             floor = fmt_ratio(r["vs_floor"]) if r.get("vs_floor") is not None else "-"
             if r.get("floor"):
                 floor += f" (floor {fmt_ms(r['floor']['median_ms'])})"
-            cells = [r["workload"], r["size"], r["baseline"], fmt_stats(r["detops"]), fmt_stats(r["baseline_time"]),
-                     fmt_ratio(r["ratio"]), floor]
+            cells = [
+                r["workload"],
+                r["size"],
+                r["baseline"],
+                fmt_stats(r["detops"]),
+                fmt_stats(r["baseline_time"]),
+                fmt_ratio(r["ratio"]),
+                floor,
+            ]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         lines.append("")
         memory = memory_lines(rs)
@@ -93,8 +106,11 @@ def render(doc: Dict[str, Any], notes: Sequence[str] = ()) -> str:
     if gpu:
         out += _op_tables(gpu) + _problems(gpu)
     else:
-        out += ["No GPU figures have been measured yet: this run had no CUDA rows. "
-                "`python -m detops bench --device cuda --json BENCH_GPU.json` on a GPU machine produces them.", ""]
+        out += [
+            "No GPU figures have been measured yet: this run had no CUDA rows. "
+            "`python -m detops bench --device cuda --json BENCH_GPU.json` on a GPU machine produces them.",
+            "",
+        ]
     return "\n".join(out).rstrip() + "\n"
 
 

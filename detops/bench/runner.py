@@ -88,15 +88,38 @@ def plan(cases: Sequence[Case], sizes: Dict[str, List[str]], quick: bool, device
     return out
 
 
-def run_row(case: Case, size: str, device: str, dtype: torch.dtype, seed: int, min_time: float, quick: bool,
-            copy_gbps: Optional[float] = None) -> Dict[str, Any]:
+def run_row(
+    case: Case,
+    size: str,
+    device: str,
+    dtype: torch.dtype,
+    seed: int,
+    min_time: float,
+    quick: bool,
+    copy_gbps: Optional[float] = None,
+) -> Dict[str, Any]:
     dims = parse_size(size)
     row: Dict[str, Any] = {
-        "family": case.family, "op": case.op, "baseline": case.baseline, "workload": case.workload,
-        "workload_description": W.describe(case.workload), "case": case.name, "size": str(size),
-        "dims": list(dims), "size_label": case.size_label, "device": str(device), "dtype": str(dtype).replace(
-            "torch.", ""), "status": "ok", "message": "", "note": "", "doc": case.doc,
-        "detops": None, "baseline_time": None, "floor": None, "ratio": None, "vs_floor": None,
+        "family": case.family,
+        "op": case.op,
+        "baseline": case.baseline,
+        "workload": case.workload,
+        "workload_description": W.describe(case.workload),
+        "case": case.name,
+        "size": str(size),
+        "dims": list(dims),
+        "size_label": case.size_label,
+        "device": str(device),
+        "dtype": str(dtype).replace("torch.", ""),
+        "status": "ok",
+        "message": "",
+        "note": "",
+        "doc": case.doc,
+        "detops": None,
+        "baseline_time": None,
+        "floor": None,
+        "ratio": None,
+        "vs_floor": None,
     }
     missing = missing_requirement(case.requires)
     if missing:
@@ -159,9 +182,19 @@ def run_row(case: Case, size: str, device: str, dtype: torch.dtype, seed: int, m
     return row
 
 
-def run(cases: Sequence[Case], sizes: Dict[str, List[str]], device: str = "cpu", dtype=torch.float32, seed: int = 0,
-        min_time: float = 0.5, quick: bool = False, progress: bool = True, named: Sequence[str] = (),
-        copy_gbps: Optional[float] = None, on_row=None) -> List[Dict[str, Any]]:
+def run(
+    cases: Sequence[Case],
+    sizes: Dict[str, List[str]],
+    device: str = "cpu",
+    dtype=torch.float32,
+    seed: int = 0,
+    min_time: float = 0.5,
+    quick: bool = False,
+    progress: bool = True,
+    named: Sequence[str] = (),
+    copy_gbps: Optional[float] = None,
+    on_row=None,
+) -> List[Dict[str, Any]]:
     todo = plan(cases, sizes, quick, device, named)
     bar = None
     if progress:

@@ -153,8 +153,15 @@ def coco_evaluate(
     keys = torch.unique(torch.cat([d_key, g_key]))
     d_off = torch.cat([torch.searchsorted(d_key, keys), d_key.new_tensor([d_key.numel()])])
     g_off = torch.cat([torch.searchsorted(g_key, keys), g_key.new_tensor([g_key.numel()])])
-    matched = torch.ops.detops.coco_match(d_boxes.contiguous(), g_boxes.contiguous(), g_crowd.contiguous(),
-                                          g_ignore.contiguous(), d_off, g_off, [float(t) for t in iou_thr])
+    matched = torch.ops.detops.coco_match(
+        d_boxes.contiguous(),
+        g_boxes.contiguous(),
+        g_crowd.contiguous(),
+        g_ignore.contiguous(),
+        d_off,
+        g_off,
+        [float(t) for t in iou_thr],
+    )
 
     T, D = len(iou_thr), d_boxes.shape[0]
     # [A, T, D] is the largest shape here: only `matched` is int64, clamped in place once `has` is taken,
@@ -174,14 +181,28 @@ def coco_evaluate(
     acc = torch.sort(d_scores, descending=True, stable=True).indices
     acc = acc[torch.sort(d_labels[acc], stable=True).indices]
     class_off = torch.searchsorted(d_labels[acc], torch.arange(K + 1, device=device))
-    positives = torch.stack(
-        [torch.bincount(g_labels[~g_ignore[a]], minlength=K)[:K] for a in range(A)], 1
-    ) if K else torch.zeros((0, A), dtype=torch.int64, device=device)
+    positives = (
+        torch.stack([torch.bincount(g_labels[~g_ignore[a]], minlength=K)[:K] for a in range(A)], 1)
+        if K
+        else torch.zeros((0, A), dtype=torch.int64, device=device)
+    )
     precision, recall, scores = torch.ops.detops.coco_accumulate(
-        status[:, :, acc].contiguous(), d_scores[acc].contiguous(), rank[acc].contiguous(), class_off,
-        positives.contiguous(), torch.tensor(rec_thr, dtype=torch.float64, device=device), max_dets)
-    return {"precision": precision, "recall": recall, "scores": scores, "iou_thresholds": iou_thr,
-            "rec_thresholds": rec_thr, "max_detection_thresholds": max_dets}
+        status[:, :, acc].contiguous(),
+        d_scores[acc].contiguous(),
+        rank[acc].contiguous(),
+        class_off,
+        positives.contiguous(),
+        torch.tensor(rec_thr, dtype=torch.float64, device=device),
+        max_dets,
+    )
+    return {
+        "precision": precision,
+        "recall": recall,
+        "scores": scores,
+        "iou_thresholds": iou_thr,
+        "rec_thresholds": rec_thr,
+        "max_detection_thresholds": max_dets,
+    }
 
 
 def summarize(result: Mapping, class_ids: Sequence[int] | None = None) -> dict[str, Tensor]:
@@ -234,17 +255,31 @@ def summarize(result: Mapping, class_ids: Sequence[int] | None = None) -> dict[s
     out["mar_small"] = one(False, area="small")
     out["mar_medium"] = one(False, area="medium")
     out["mar_large"] = one(False, area="large")
-    out["map_per_class"] = torch.stack([mean_valid(precision[:, :, k, 0, -1]) for k in range(K)]) if K else \
-        precision.new_zeros(0)
-    out[f"mar_{max_dets[-1]}_per_class"] = torch.stack([mean_valid(recall[:, k, 0, -1]) for k in range(K)]) if K \
-        else precision.new_zeros(0)
+    out["map_per_class"] = (
+        torch.stack([mean_valid(precision[:, :, k, 0, -1]) for k in range(K)]) if K else precision.new_zeros(0)
+    )
+    out[f"mar_{max_dets[-1]}_per_class"] = (
+        torch.stack([mean_valid(recall[:, k, 0, -1]) for k in range(K)]) if K else precision.new_zeros(0)
+    )
     ids = list(range(K)) if class_ids is None else list(class_ids)
     out["classes"] = torch.tensor(ids, dtype=torch.int64, device=precision.device)
     return out
 
 
-STATS_KEYS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_1", "mar_10", "mar_100",
-              "mar_small", "mar_medium", "mar_large")
+STATS_KEYS = (
+    "map",
+    "map_50",
+    "map_75",
+    "map_small",
+    "map_medium",
+    "map_large",
+    "mar_1",
+    "mar_10",
+    "mar_100",
+    "mar_small",
+    "mar_medium",
+    "mar_large",
+)
 
 
 def stats(summary: Mapping[str, Tensor]) -> list[float]:
@@ -286,9 +321,17 @@ class MeanAveragePrecision(_state.Accumulator):
 
     # A chunk: detections' xywh boxes, scores, labels, per-image counts; ground truth's xywh boxes, labels,
     # crowd flags, areas, per-image counts.
-    EMPTY = (((0, 4), torch.float64), ((0,), torch.float64), ((0,), torch.int64), ((0,), torch.int64),
-             ((0, 4), torch.float64), ((0,), torch.int64), ((0,), torch.uint8), ((0,), torch.float64),
-             ((0,), torch.int64))
+    EMPTY = (
+        ((0, 4), torch.float64),
+        ((0,), torch.float64),
+        ((0,), torch.int64),
+        ((0,), torch.int64),
+        ((0, 4), torch.float64),
+        ((0,), torch.int64),
+        ((0,), torch.uint8),
+        ((0,), torch.float64),
+        ((0,), torch.int64),
+    )
 
     def __init__(
         self,
@@ -328,8 +371,9 @@ class MeanAveragePrecision(_state.Accumulator):
         g_counts = _state.counts(gt["boxes"], device)
         g_area = g_boxes[:, 2] * g_boxes[:, 3]
         if any(a is not None for a in gt["area"]):
-            given = [g_area.new_full((b.shape[0],), math.nan) if a is None else a
-                     for b, a in zip(gt["boxes"], gt["area"])]
+            given = [
+                g_area.new_full((b.shape[0],), math.nan) if a is None else a for b, a in zip(gt["boxes"], gt["area"])
+            ]
             given = _state.flat(given, torch.float64, device)
             g_area = torch.where(torch.isnan(given), g_area, given) if any(a is None for a in gt["area"]) else given
         chunk = (
@@ -373,9 +417,20 @@ class MeanAveragePrecision(_state.Accumulator):
         d_labels = torch.searchsorted(classes, dl)
         g_labels = torch.searchsorted(classes, gl)
         result = coco_evaluate(
-            db, ds, d_labels, _state.image_index(dc), gb, g_labels, _state.image_index(gc), gcrowd.bool(), ga,
-            num_classes=classes.numel(), iou_thresholds=self.iou_thresholds, rec_thresholds=self.rec_thresholds,
-            max_detection_thresholds=self.max_detection_thresholds)
+            db,
+            ds,
+            d_labels,
+            _state.image_index(dc),
+            gb,
+            g_labels,
+            _state.image_index(gc),
+            gcrowd.bool(),
+            ga,
+            num_classes=classes.numel(),
+            iou_thresholds=self.iou_thresholds,
+            rec_thresholds=self.rec_thresholds,
+            max_detection_thresholds=self.max_detection_thresholds,
+        )
         out = summarize(result, classes.tolist())
         if self.extended_summary:
             out.update(precision=result["precision"], recall=result["recall"], scores=result["scores"])

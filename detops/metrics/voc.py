@@ -230,7 +230,7 @@ def voc_map(
         if positives[c] == 0:
             aps[c] = 0.0 if empty_classes == "zero" else math.nan
             continue
-        aps[c] = _average_precision(is_tp[bounds[c]:bounds[c + 1]], positives[c], method)
+        aps[c] = _average_precision(is_tp[bounds[c] : bounds[c + 1]], positives[c], method)
     valid = [ap for ap in aps.values() if not math.isnan(ap)]
     return (sum(valid) / len(valid) if valid else math.nan), aps
 
@@ -259,11 +259,20 @@ class VOCMeanAveragePrecision(_state.Accumulator):
 
     # A chunk: detections' boxes, scores, labels, per-image counts; ground truth's boxes, labels, difficult
     # flags, per-image counts.
-    EMPTY = (((0, 4), torch.float64), ((0,), torch.float64), ((0,), torch.int64), ((0,), torch.int64),
-             ((0, 4), torch.float64), ((0,), torch.int64), ((0,), torch.uint8), ((0,), torch.int64))
+    EMPTY = (
+        ((0, 4), torch.float64),
+        ((0,), torch.float64),
+        ((0,), torch.int64),
+        ((0,), torch.int64),
+        ((0, 4), torch.float64),
+        ((0,), torch.int64),
+        ((0,), torch.uint8),
+        ((0,), torch.int64),
+    )
 
-    def __init__(self, num_classes: int, method: str = "voc07", iou_threshold: float = 0.5,
-                 empty_classes: str = "zero") -> None:
+    def __init__(
+        self, num_classes: int, method: str = "voc07", iou_threshold: float = 0.5, empty_classes: str = "zero"
+    ) -> None:
         _check_options(method, empty_classes, num_classes, "num_classes")
         self.num_classes = num_classes
         self.method = method
@@ -293,9 +302,18 @@ class VOCMeanAveragePrecision(_state.Accumulator):
         """``{"map", "map_per_class", "classes"}`` over everything accumulated (all ranks)."""
         db, ds, dl, dc, gb, gl, gd, gc = (t.cpu() for t in self._all())
         dc, gc = dc.tolist(), gc.tolist()
-        m, aps = voc_map(db.split(dc), dl.split(dc), ds.split(dc), gb.split(gc), gl.split(gc), gd.split(gc),
-                         n_classes=self.num_classes, method=self.method, iou_threshold=self.iou_threshold,
-                         empty_classes=self.empty_classes)
+        m, aps = voc_map(
+            db.split(dc),
+            dl.split(dc),
+            ds.split(dc),
+            gb.split(gc),
+            gl.split(gc),
+            gd.split(gc),
+            n_classes=self.num_classes,
+            method=self.method,
+            iou_threshold=self.iou_threshold,
+            empty_classes=self.empty_classes,
+        )
         classes = list(range(1, self.num_classes))
         return {
             "map": torch.tensor(m, dtype=torch.float64),
@@ -313,8 +331,11 @@ def _check_values(chunk: tuple[Tensor, ...], num_classes: int, offset: int) -> N
         (~torch.isfinite(db).all(1), d_image, "preds['boxes'] must be finite"),
         ((dl < 0) | (dl >= num_classes), d_image, f"preds['labels'] must be in 0 .. {num_classes - 1}"),
         (~torch.isfinite(gb).all(1), g_image, "target['boxes'] must be finite"),
-        ((gl < 1) | (gl >= num_classes), g_image,
-         f"target['labels'] must be in 1 .. {num_classes - 1} (num_classes={num_classes} counts background)"),
+        (
+            (gl < 1) | (gl >= num_classes),
+            g_image,
+            f"target['labels'] must be in 1 .. {num_classes - 1} (num_classes={num_classes} counts background)",
+        ),
     ]
     _state.raise_first_bad(checks)
 

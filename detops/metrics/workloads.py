@@ -48,8 +48,11 @@ def coco_like(
         gt_boxes = _boxes(n_gt, width, height, g)
         gt_labels = classes[torch.randint(0, classes.numel(), (n_gt,), generator=g)]
         crowd = (torch.rand(n_gt, generator=g) < crowd_fraction).long()
-        area = ((gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1])
-                * (0.6 + 0.4 * torch.rand(n_gt, generator=g)))
+        area = (
+            (gt_boxes[:, 2] - gt_boxes[:, 0])
+            * (gt_boxes[:, 3] - gt_boxes[:, 1])
+            * (0.6 + 0.4 * torch.rand(n_gt, generator=g))
+        )
         # Detections: jittered copies of ground-truth boxes (some with the wrong class), the rest anywhere.
         n_near = min(n_dt, int(n_gt * 1.5)) if n_gt else 0
         pick = torch.randint(0, max(n_gt, 1), (n_near,), generator=g)
@@ -59,8 +62,7 @@ def coco_like(
         near = torch.cat([near[:, :2].minimum(near[:, 2:]), near[:, :2].maximum(near[:, 2:])], 1)
         near_labels = gt_labels[pick] if n_gt else torch.zeros(0, dtype=torch.int64)
         flip = torch.rand(n_near, generator=g) < 0.1
-        near_labels = torch.where(flip, classes[torch.randint(0, classes.numel(), (n_near,), generator=g)],
-                                  near_labels)
+        near_labels = torch.where(flip, classes[torch.randint(0, classes.numel(), (n_near,), generator=g)], near_labels)
         far = _boxes(n_dt - n_near, width, height, g)
         far_labels = classes[torch.randint(0, classes.numel(), (n_dt - n_near,), generator=g)]
         dt_boxes = torch.cat([near, far])

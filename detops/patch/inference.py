@@ -23,4 +23,8 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     return keep
 
 
-REPLACEMENTS: Dict[str, Callable[..., Any]] = {"nms": _detops_nms, "batched_nms": batched_nms, "box_iou": _detops_box_iou}
+REPLACEMENTS: Dict[str, Callable[..., Any]] = {
+    "nms": _detops_nms,
+    "batched_nms": batched_nms,
+    "box_iou": _detops_box_iou,
+}

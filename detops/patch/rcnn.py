@@ -58,7 +58,9 @@ def assign_targets_to_proposals(original: Callable) -> Callable:
             and tg.is_box_iou(box_ops.box_iou)
             and tg.uniform_boxes(gt_boxes, proposals)
             and len(gt_labels) == len(gt_boxes)
-            and all(isinstance(lb, Tensor) and lb.dim() == 1 and lb.device == b.device for lb, b in zip(gt_labels, gt_boxes))
+            and all(
+                isinstance(lb, Tensor) and lb.dim() == 1 and lb.device == b.device for lb, b in zip(gt_labels, gt_boxes)
+            )
         ):
             return original(self, proposals, gt_boxes, gt_labels)
         for i, (b, lb) in enumerate(zip(gt_boxes, gt_labels)):

@@ -57,7 +57,9 @@ def classification_loss(original: Callable) -> Callable:
     (negative labels count from the end, as torchvision's indexing does), the focal loss of every anchor
     that is not between the thresholds, per image over its foreground count, averaged over the images."""
 
-    def compute_loss(self, targets: List[Dict[str, Tensor]], head_outputs: Dict[str, Tensor], matched_idxs: List[Tensor]):
+    def compute_loss(
+        self, targets: List[Dict[str, Tensor]], head_outputs: Dict[str, Tensor], matched_idxs: List[Tensor]
+    ):
         logits = head_outputs["cls_logits"]
         labels = [t["labels"] for t in targets]
         matches = _stacked(matched_idxs, logits.size(1)) if logits.dim() == 3 else None

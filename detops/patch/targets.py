@@ -34,11 +34,7 @@ def is_plain_matcher(matcher) -> bool:
     """A ``Matcher`` (not a subclass) with torchvision's -1 / -2 codes: the rule :func:`match_boxes` computes."""
     from torchvision.models.detection._utils import Matcher
 
-    return (
-        type(matcher) is Matcher
-        and matcher.BELOW_LOW_THRESHOLD == -1
-        and matcher.BETWEEN_THRESHOLDS == -2
-    )
+    return type(matcher) is Matcher and matcher.BELOW_LOW_THRESHOLD == -1 and matcher.BETWEEN_THRESHOLDS == -2
 
 
 def uniform_boxes(gt_boxes: Sequence[Tensor], predictions: Sequence[Tensor]) -> bool:

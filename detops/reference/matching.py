@@ -28,8 +28,10 @@ def tutorial_cxcy_to_xy(cxcy):
 def tutorial_cxcy_to_gcxgcy(cxcy, priors_cxcy):
     """Encoding with variances (0.1, 0.2): (gcx, gcy) = 10 (c - pc) / pwh, (gw, gh) = 5 log(wh / pwh)."""
     return torch.cat(
-        [(cxcy[:, :2] - priors_cxcy[:, :2]) / (priors_cxcy[:, 2:] / 10),
-         torch.log(cxcy[:, 2:] / priors_cxcy[:, 2:]) * 5],
+        [
+            (cxcy[:, :2] - priors_cxcy[:, :2]) / (priors_cxcy[:, 2:] / 10),
+            torch.log(cxcy[:, 2:] / priors_cxcy[:, 2:]) * 5,
+        ],
         1,
     )
 
@@ -37,7 +39,10 @@ def tutorial_cxcy_to_gcxgcy(cxcy, priors_cxcy):
 def tutorial_gcxgcy_to_cxcy(gcxgcy, priors_cxcy):
     """The inverse of :func:`tutorial_cxcy_to_gcxgcy` (decoding)."""
     return torch.cat(
-        [gcxgcy[:, :2] * priors_cxcy[:, 2:] / 10 + priors_cxcy[:, :2], torch.exp(gcxgcy[:, 2:] / 5) * priors_cxcy[:, 2:]],
+        [
+            gcxgcy[:, :2] * priors_cxcy[:, 2:] / 10 + priors_cxcy[:, :2],
+            torch.exp(gcxgcy[:, 2:] / 5) * priors_cxcy[:, 2:],
+        ],
         1,
     )
 
@@ -58,7 +63,14 @@ def tutorial_find_jaccard_overlap(set_1, set_2):
 
 
 TUTORIAL_FMAP_DIMS = {"conv4_3": 38, "conv7": 19, "conv8_2": 10, "conv9_2": 5, "conv10_2": 3, "conv11_2": 1}
-TUTORIAL_OBJ_SCALES = {"conv4_3": 0.1, "conv7": 0.2, "conv8_2": 0.375, "conv9_2": 0.55, "conv10_2": 0.725, "conv11_2": 0.9}
+TUTORIAL_OBJ_SCALES = {
+    "conv4_3": 0.1,
+    "conv7": 0.2,
+    "conv8_2": 0.375,
+    "conv9_2": 0.55,
+    "conv10_2": 0.725,
+    "conv11_2": 0.9,
+}
 TUTORIAL_ASPECT_RATIOS = {
     "conv4_3": [1.0, 2.0, 0.5],
     "conv7": [1.0, 2.0, 3.0, 0.5, 0.333],
@@ -157,7 +169,14 @@ def match_boxes(match_quality_matrix, high_threshold, low_threshold, allow_low_q
 
 
 def tutorial_multibox_loss(
-    predicted_locs, predicted_scores, boxes, labels, priors_cxcy, threshold=0.5, neg_pos_ratio=3, alpha=1.0,
+    predicted_locs,
+    predicted_scores,
+    boxes,
+    labels,
+    priors_cxcy,
+    threshold=0.5,
+    neg_pos_ratio=3,
+    alpha=1.0,
     loc_loss="l1",
 ):
     """The tutorial's MultiBoxLoss.forward (``loc_loss="l1"``: its nn.L1Loss; ``"smooth_l1"``: the paper's,

@@ -82,9 +82,7 @@ def voc_map(
 ) -> tuple[float, dict[int, float]]:
     """VOC mAP, one list entry per image (same arguments and result as :func:`detops.metrics.voc_map`)."""
     n_images = len(true_boxes)
-    dets = [
-        list(zip(det_boxes[i].tolist(), det_labels[i].tolist(), det_scores[i].tolist())) for i in range(n_images)
-    ]
+    dets = [list(zip(det_boxes[i].tolist(), det_labels[i].tolist(), det_scores[i].tolist())) for i in range(n_images)]
     gts = [
         list(zip(true_boxes[i].tolist(), true_labels[i].tolist(), true_difficulties[i].tolist()))
         for i in range(n_images)

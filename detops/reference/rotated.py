@@ -60,8 +60,12 @@ def _hull_area(points):
             upper.pop()
         upper.append(p)
     hull = lower[:-1] + upper[:-1]
-    return 0.5 * abs(sum(hull[i][0] * hull[(i + 1) % len(hull)][1] - hull[(i + 1) % len(hull)][0] * hull[i][1]
-                         for i in range(len(hull))))
+    return 0.5 * abs(
+        sum(
+            hull[i][0] * hull[(i + 1) % len(hull)][1] - hull[(i + 1) % len(hull)][0] * hull[i][1]
+            for i in range(len(hull))
+        )
+    )
 
 
 def intersection_area(a, b):
@@ -105,8 +109,9 @@ def box_iou_rotated(boxes1, boxes2):
     batch = math.prod(lead)  # not -1: ambiguous when a side is empty
     a = boxes1.to(dtype).expand(*lead, *boxes1.shape[-2:]).reshape(batch, boxes1.shape[-2], 5)
     b = boxes2.to(dtype).expand(*lead, *boxes2.shape[-2:]).reshape(batch, boxes2.shape[-2], 5)
-    out = torch.tensor([[[iou_pair(x.tolist(), y.tolist()) for y in be] for x in ae] for ae, be in zip(a, b)],
-                       dtype=torch.float64).reshape(*lead, boxes1.shape[-2], boxes2.shape[-2])
+    out = torch.tensor(
+        [[[iou_pair(x.tolist(), y.tolist()) for y in be] for x in ae] for ae, be in zip(a, b)], dtype=torch.float64
+    ).reshape(*lead, boxes1.shape[-2], boxes2.shape[-2])
     return out.to(result_dtype(boxes1.dtype, False))
 
 
@@ -147,8 +152,16 @@ def _valid_rotated(box, score):
     return not math.isnan(score) and all(math.isfinite(v) for v in box)
 
 
-def multiclass_nms_rotated(boxes, scores, score_threshold=0.05, iou_threshold=0.5, max_detections=100, *,
-                           background_class=None, max_candidates_per_class=None):
+def multiclass_nms_rotated(
+    boxes,
+    scores,
+    score_threshold=0.05,
+    iou_threshold=0.5,
+    max_detections=100,
+    *,
+    background_class=None,
+    max_candidates_per_class=None,
+):
     """Reference of :func:`detops.multiclass_nms_rotated`: per image and class, the candidates with a score
     strictly above the threshold in rank order (capped), a greedy loop keeping at most K; then each image's K
     best by decreasing score, lower class, lower prior index; padding 0 / 0 / -1."""

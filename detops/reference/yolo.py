@@ -15,8 +15,9 @@ def _xywh_to_xyxy(xywh: Tensor) -> Tensor:
     return torch.cat([xywh[..., :2] - half, xywh[..., :2] + half], dim=-1)
 
 
-def yolo_candidates(prediction: Tensor, conf_thres: float, objectness: bool = True) -> Tuple[Tensor, Tensor, Tensor,
-                                                                                              Tensor]:
+def yolo_candidates(
+    prediction: Tensor, conf_thres: float, objectness: bool = True
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Rows of prediction [B, N, 4 (+1) + C] whose best class score (x objectness) is above conf_thres, and
     whose objectness is too: (flat row index b * N + n, corner boxes, best score, its first class index)."""
     b, n, d = prediction.shape
@@ -81,6 +82,7 @@ def yolo_non_max_suppression(
 def probiou_matrix(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
     """probIoU [N, M] of (cx, cy, w, h, angle in radians) boxes: 1 - the Hellinger distance between the
     boxes' Gaussians (covariance R diag(w^2, h^2) R^T / 12), with the eps terms and clamps ultralytics uses."""
+
     def gaussian(b):
         a, bb = b[:, 2].pow(2) / 12, b[:, 3].pow(2) / 12
         cos, sin = b[:, 4].cos(), b[:, 4].sin()
@@ -122,8 +124,8 @@ def yolo_obb_non_max_suppression(
     dtype = torch.promote_types(prediction.dtype, torch.float32) if overlap == "probiou" else prediction.dtype
     output = []
     for x in prediction.transpose(1, 2):
-        x = x[x[:, 4:4 + c].amax(1) > conf_thres]
-        scores = x[:, 4:4 + c]
+        x = x[x[:, 4 : 4 + c].amax(1) > conf_thres]
+        scores = x[:, 4 : 4 + c]
         if multi_label:
             i, j = (scores > conf_thres).nonzero(as_tuple=True)
             conf = scores[i, j]

@@ -63,8 +63,13 @@ def rng_state() -> dict:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
@@ -76,8 +81,9 @@ def set_rng_state(state: dict) -> None:
     """Restores what :func:`rng_state` returned."""
     torch.set_rng_state(state["torch"].cpu())
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
@@ -93,9 +99,11 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
     if _is_exported_program(path):
-        raise CheckpointError(f"{path}: an exported program (detops export), not a training checkpoint; run it "
-                              "with detops.ssd.export.load(path).module()(images), or import detops before "
-                              "torch.export.load")
+        raise CheckpointError(
+            f"{path}: an exported program (detops export), not a training checkpoint; run it "
+            "with detops.ssd.export.load(path).module()(images), or import detops before "
+            "torch.export.load"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # a truncated zip, a pickle of arbitrary objects, ...
@@ -119,8 +127,9 @@ def _is_exported_program(path: str) -> bool:
         return any(n.rsplit("/", 1)[-1] == "archive_format" for n in z.namelist())
 
 
-def build_model(n_classes: int, backbone: str = "vgg16", width: int = 16,
-                backbone_weights: Optional[str] = None) -> SSD300:
+def build_model(
+    n_classes: int, backbone: str = "vgg16", width: int = 16, backbone_weights: Optional[str] = None
+) -> SSD300:
     """``SSD300(n_classes, backbone, backbone_weights, width)``; the model records these in ``init_args``."""
     return SSD300(n_classes, backbone=backbone, backbone_weights=backbone_weights, width=width)
 
@@ -160,5 +169,7 @@ def check_compatible(state: dict, path: str, model_args: dict, class_names: Opti
     if class_names is not None and stored_names is not None and list(stored_names) != list(class_names):
         diffs.append(f"classes: checkpoint {list(stored_names)}, this run {list(class_names)}")
     if diffs:
-        raise CheckpointError(f"{path} was trained with other options ({'; '.join(diffs)}); "
-                              "drop them to use the checkpoint's, or start a new run without --resume")
+        raise CheckpointError(
+            f"{path} was trained with other options ({'; '.join(diffs)}); "
+            "drop them to use the checkpoint's, or start a new run without --resume"
+        )

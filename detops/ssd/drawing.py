@@ -12,10 +12,28 @@ from torch import Tensor
 
 from detops.ssd.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-_PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
-            (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180),
-            (0, 0, 128), (128, 128, 128)]
+_PALETTE = [
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (220, 190, 255),
+    (170, 110, 40),
+    (255, 250, 200),
+    (128, 0, 0),
+    (170, 255, 195),
+    (128, 128, 0),
+    (255, 215, 180),
+    (0, 0, 128),
+    (128, 128, 128),
+]
 
 
 def to_input(image: Image.Image, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Tensor:
@@ -32,8 +50,14 @@ def denormalize(x: Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Image.Image:
     return Image.fromarray(arr)
 
 
-def draw_detections(image: Image.Image, boxes: Tensor, labels: Tensor, scores: Optional[Tensor] = None,
-                    class_names: Optional[Sequence[str]] = None, fractional: bool = True) -> Image.Image:
+def draw_detections(
+    image: Image.Image,
+    boxes: Tensor,
+    labels: Tensor,
+    scores: Optional[Tensor] = None,
+    class_names: Optional[Sequence[str]] = None,
+    fractional: bool = True,
+) -> Image.Image:
     """Draws boxes with "name score" captions on a copy of ``image``.
 
     Args:
@@ -97,13 +121,15 @@ def plot_loss(history: Sequence[dict], path: str, title: Optional[str] = None) -
     """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key, style, label in (("loss", "-", "step loss"), ("epoch_loss", "o-", "epoch mean"),
-                              ("val_loss", "s--", "validation")):
+    for key, style, label in (
+        ("loss", "-", "step loss"),
+        ("epoch_loss", "o-", "epoch mean"),
+        ("val_loss", "s--", "validation"),
+    ):
         points = [(h["step"], h[key]) for h in history if key in h]
         if points:
             xs, ys = zip(*points)
-            ax.plot(xs, ys, style, lw=0.8 if key == "loss" else 1.5, alpha=0.6 if key == "loss" else 1.0,
-                    label=label)
+            ax.plot(xs, ys, style, lw=0.8 if key == "loss" else 1.5, alpha=0.6 if key == "loss" else 1.0, label=label)
     ax.set_xlabel("step")
     ax.set_ylabel("MultiBox loss")
     ax.set_yscale("log")
@@ -111,8 +137,13 @@ def plot_loss(history: Sequence[dict], path: str, title: Optional[str] = None) -
     _save(plt, fig, ax, path, title)
 
 
-def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], path: str, suggestion: Optional[float] = None,
-                 title: Optional[str] = None) -> None:
+def plot_lr_find(
+    lrs: Sequence[float],
+    losses: Sequence[float],
+    path: str,
+    suggestion: Optional[float] = None,
+    title: Optional[str] = None,
+) -> None:
     """Saves a learning-rate sweep (smoothed loss against the learning rate, log x axis) as an image, with the
     suggested learning rate marked when given."""
     plt = _pyplot()

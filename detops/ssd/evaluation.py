@@ -21,6 +21,7 @@ from detops.metrics import MeanAveragePrecision, format_ap_table
 from detops.metrics.voc import VOC07Metric
 from detops.ssd.voc import collate_fn
 
+
 class COCOMetric:
     """COCO-style AP for the SSD's evaluation (:class:`detops.metrics.MeanAveragePrecision` underneath), with
     plain values as the Trainer's loggers and ``detops eval`` take them.
@@ -41,9 +42,14 @@ class COCOMetric:
         self.inner.reset()
 
     def update(self, preds, target) -> None:
-        target = [{"boxes": t["boxes"], "labels": t["labels"],
-                   "iscrowd": t.get("difficult", torch.zeros(len(t["labels"]), dtype=torch.bool)).to(torch.uint8)}
-                  for t in target]
+        target = [
+            {
+                "boxes": t["boxes"],
+                "labels": t["labels"],
+                "iscrowd": t.get("difficult", torch.zeros(len(t["labels"]), dtype=torch.bool)).to(torch.uint8),
+            }
+            for t in target
+        ]
         self.inner.update(preds, target)
 
     def compute(self) -> Dict:
@@ -53,8 +59,13 @@ class COCOMetric:
             v = float(x)
             return v if v >= 0 else math.nan  # -1: undefined (no ground truth)
 
-        out = {"map": value(r["map"]), "map_coco": value(r["map"]), "map_coco_50": value(r["map_50"]),
-               "map_coco_75": value(r["map_75"]), "mar_coco_100": value(r["mar_100"])}
+        out = {
+            "map": value(r["map"]),
+            "map_coco": value(r["map"]),
+            "map_coco_50": value(r["map_50"]),
+            "map_coco_75": value(r["map_75"]),
+            "mar_coco_100": value(r["mar_100"]),
+        }
         per_class = {int(c): value(v) for c, v in zip(r["classes"], r["map_per_class"])}
         out["ap_coco"] = {c: per_class.get(c, math.nan) for c in range(1, self.n_classes)}
         return out
@@ -102,9 +113,19 @@ def make_metric(name: str, n_classes: int):
 
 
 @torch.no_grad()
-def evaluate(model, dataset: Dataset, metric=None, *, batch_size: int = 32, min_score: float = 0.01,
-             max_overlap: float = 0.45, top_k: int = 200, num_workers: int = 0, device=None,
-             criterion: Optional[Callable] = None) -> Dict:
+def evaluate(
+    model,
+    dataset: Dataset,
+    metric=None,
+    *,
+    batch_size: int = 32,
+    min_score: float = 0.01,
+    max_overlap: float = 0.45,
+    top_k: int = 200,
+    num_workers: int = 0,
+    device=None,
+    criterion: Optional[Callable] = None,
+) -> Dict:
     """Scores ``model`` on ``dataset`` (which should keep difficult objects, so that they are ignored).
 
     Args:
@@ -124,8 +145,7 @@ def evaluate(model, dataset: Dataset, metric=None, *, batch_size: int = 32, min_
     model = model.to(device).eval()
     metric = metric if metric is not None else VOC07Metric(model.n_classes)
     metric.reset()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn,
-                        num_workers=num_workers)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn, num_workers=num_workers)
     seconds, n_images, loss_sum, n_batches = 0.0, 0, 0.0, 0
     for images, boxes, labels, difficulties in loader:
         images = images.to(device)
@@ -136,17 +156,18 @@ def evaluate(model, dataset: Dataset, metric=None, *, batch_size: int = 32, min_
         b, lab, s = model.detect_objects(locs, scores, min_score=min_score, max_overlap=max_overlap, top_k=top_k)
         seconds += time.perf_counter() - t0  # detect_objects ends with a host sync (the counts)
         if criterion is not None:
-            loss_sum += float(criterion(locs.float(), scores.float(), [x.to(device) for x in boxes],
-                                        [x.to(device) for x in labels]))
+            loss_sum += float(
+                criterion(locs.float(), scores.float(), [x.to(device) for x in boxes], [x.to(device) for x in labels])
+            )
             n_batches += 1
-        metric.update([{"boxes": bb.cpu(), "labels": ll.cpu(), "scores": ss.cpu()} for bb, ll, ss in zip(b, lab, s)],
-                      [{"boxes": tb, "labels": tl, "difficult": td.bool()}
-                       for tb, tl, td in zip(boxes, labels, difficulties)])
+        metric.update(
+            [{"boxes": bb.cpu(), "labels": ll.cpu(), "scores": ss.cpu()} for bb, ll, ss in zip(b, lab, s)],
+            [{"boxes": tb, "labels": tl, "difficult": td.bool()} for tb, tl, td in zip(boxes, labels, difficulties)],
+        )
         n_images += images.size(0)
     model.train(was_training)
     result = dict(metric.compute())
-    result.update(images=n_images, seconds=seconds,
-                  images_per_s=n_images / seconds if seconds > 0 else float("nan"))
+    result.update(images=n_images, seconds=seconds, images_per_s=n_images / seconds if seconds > 0 else float("nan"))
     if criterion is not None:
         result["loss"] = loss_sum / n_batches if n_batches else math.nan
     return result
@@ -169,6 +190,7 @@ def format_result(result: Dict, class_names: Optional[Sequence[str]] = None) -> 
 
 def to_json(result: Dict, class_names: Optional[Sequence[str]] = None) -> Dict:
     """``result`` with per-class dicts keyed by class name (when known) and NaN as None, ready for json.dump."""
+
     def clean(v):
         if isinstance(v, float) and math.isnan(v):
             return None

@@ -11,8 +11,15 @@ from detops.ssd.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 @torch.no_grad()
-def detect_image(model, image: Image.Image, min_score: float = 0.2, max_overlap: float = 0.45, top_k: int = 200,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Tuple[Tensor, Tensor, Tensor]:
+def detect_image(
+    model,
+    image: Image.Image,
+    min_score: float = 0.2,
+    max_overlap: float = 0.45,
+    top_k: int = 200,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+) -> Tuple[Tensor, Tensor, Tensor]:
     """Runs the model on one PIL image (resized to the model's input size and normalised like the training data).
 
     Returns:

@@ -53,8 +53,13 @@ class ProgressBar(TrainerCallback):
     def on_epoch_start(self, trainer):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=trainer.steps_per_epoch, initial=trainer.batch_in_epoch, leave=False,
-                        desc=f"epoch {trainer.epoch + 1}/{trainer.cfg.epochs}", dynamic_ncols=True)
+        self.bar = tqdm(
+            total=trainer.steps_per_epoch,
+            initial=trainer.batch_in_epoch,
+            leave=False,
+            desc=f"epoch {trainer.epoch + 1}/{trainer.cfg.epochs}",
+            dynamic_ncols=True,
+        )
 
     def on_step(self, trainer, loss, lr):
         if self.bar is not None:
@@ -83,14 +88,19 @@ class EpochPrinter(TrainerCallback):
         print(line, file=self.file or sys.stdout, flush=True)
 
     def on_epoch_end(self, trainer, stats):
-        self._print(f"epoch {stats['epoch']:>3d}/{trainer.cfg.epochs}  step {stats['step']:>6d}  "
-                    f"loss {stats['loss']:.4f}  lr {stats['lr']:.2e}  {stats['images_per_s']:.1f} images/s  "
-                    f"{stats['seconds']:.1f} s")
+        self._print(
+            f"epoch {stats['epoch']:>3d}/{trainer.cfg.epochs}  step {stats['step']:>6d}  "
+            f"loss {stats['loss']:.4f}  lr {stats['lr']:.2e}  {stats['images_per_s']:.1f} images/s  "
+            f"{stats['seconds']:.1f} s"
+        )
 
     def on_validation(self, trainer, result):
         values = [f"val loss {result['val_loss']:.4f}"] if "val_loss" in result else []
-        values += [f"{k} {v:.4f}" for k, v in result.items()
-                   if k.startswith("map") and isinstance(v, float) and not math.isnan(v)]
+        values += [
+            f"{k} {v:.4f}"
+            for k, v in result.items()
+            if k.startswith("map") and isinstance(v, float) and not math.isnan(v)
+        ]
         self._print(f"  validation after epoch {result['epoch']}: " + "  ".join(values))
 
 
@@ -147,9 +157,16 @@ class TensorBoardLogger(TrainerCallback):
         mean, std: the images' normalisation, undone for drawing.
     """
 
-    def __init__(self, log_dir: str, preview_images: Optional[Tensor] = None,
-                 class_names: Optional[Sequence[str]] = None, log_every: int = 10, image_every: int = 1,
-                 mean=None, std=None):
+    def __init__(
+        self,
+        log_dir: str,
+        preview_images: Optional[Tensor] = None,
+        class_names: Optional[Sequence[str]] = None,
+        log_every: int = 10,
+        image_every: int = 1,
+        mean=None,
+        std=None,
+    ):
         from torch.utils.tensorboard import SummaryWriter
 
         from detops.ssd.transforms import IMAGENET_MEAN, IMAGENET_STD

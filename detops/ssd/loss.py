@@ -109,7 +109,9 @@ class MultiBoxLoss(nn.Module):
 
         # Localisation: the mean over the 4 n_pos positive coordinates (nn.L1Loss / nn.SmoothL1Loss on the
         # positives), as a masked sum so nothing depends on n_pos's value on the host.
-        loc = torch.where(positives.unsqueeze(-1), self._loc_distance(predicted_locs, true_locs), 0.0).sum() / (4 * n_pos)
+        loc = torch.where(positives.unsqueeze(-1), self._loc_distance(predicted_locs, true_locs), 0.0).sum() / (
+            4 * n_pos
+        )
 
         # Confidence: cross-entropy over positives and hard negatives, divided by n_pos.
         conf_all = softmax_cross_entropy(predicted_scores, true_classes)  # [B, P]

@@ -46,10 +46,25 @@ class VGGBase(nn.Module):
     (1x1). Returns the conv4_3 (38x38x512) and conv7 (19x19x1024) maps for a 300x300 input."""
 
     # (name, in, out) per conv; "M" is a 2x2 max pool, "C" the same with ceil_mode (38 -> 19 at pool3).
-    CFG = [("conv1_1", 3, 64), ("conv1_2", 64, 64), "M", ("conv2_1", 64, 128), ("conv2_2", 128, 128), "M",
-           ("conv3_1", 128, 256), ("conv3_2", 256, 256), ("conv3_3", 256, 256), "C",
-           ("conv4_1", 256, 512), ("conv4_2", 512, 512), ("conv4_3", 512, 512), "M",
-           ("conv5_1", 512, 512), ("conv5_2", 512, 512), ("conv5_3", 512, 512)]
+    CFG = [
+        ("conv1_1", 3, 64),
+        ("conv1_2", 64, 64),
+        "M",
+        ("conv2_1", 64, 128),
+        ("conv2_2", 128, 128),
+        "M",
+        ("conv3_1", 128, 256),
+        ("conv3_2", 256, 256),
+        ("conv3_3", 256, 256),
+        "C",
+        ("conv4_1", 256, 512),
+        ("conv4_2", 512, 512),
+        ("conv4_3", 512, 512),
+        "M",
+        ("conv5_1", 512, 512),
+        ("conv5_2", 512, 512),
+        ("conv5_3", 512, 512),
+    ]
     CONV_NAMES = [c[0] for c in CFG if isinstance(c, tuple)]
     out_channels = (512, 1024)
 
@@ -103,8 +118,9 @@ class ResNetBase(nn.Module):
 
 def _conv_bn(cin: int, cout: int, stride: int = 1, kernel: int = 3, padding: Optional[int] = None) -> nn.Sequential:
     padding = kernel // 2 if padding is None else padding
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, padding, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, stride, padding, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class TinyBase(nn.Module):
@@ -115,8 +131,13 @@ class TinyBase(nn.Module):
     def __init__(self, width: int = 16):
         super().__init__()
         w = width
-        self.stage1 = nn.Sequential(_conv_bn(3, w, 2), _conv_bn(w, 2 * w, 2), _conv_bn(2 * w, 2 * w),
-                                    _conv_bn(2 * w, 4 * w, 2), _conv_bn(4 * w, 4 * w))  # 20x20
+        self.stage1 = nn.Sequential(
+            _conv_bn(3, w, 2),
+            _conv_bn(w, 2 * w, 2),
+            _conv_bn(2 * w, 2 * w),
+            _conv_bn(2 * w, 4 * w, 2),
+            _conv_bn(4 * w, 4 * w),
+        )  # 20x20
         self.stage2 = nn.Sequential(_conv_bn(4 * w, 8 * w, 2), _conv_bn(8 * w, 8 * w))  # 10x10
         self.out_channels = (4 * w, 8 * w)
 
@@ -139,8 +160,12 @@ class AuxiliaryConvolutions(nn.Module):
             if batch_norm:
                 stage = nn.Sequential(_conv_bn(cin, mid, 1, 1, 0), _conv_bn(mid, out, stride, 3, padding))
             else:
-                stage = nn.Sequential(nn.Conv2d(cin, mid, 1), nn.ReLU(inplace=True),
-                                      nn.Conv2d(mid, out, 3, stride, padding), nn.ReLU(inplace=True))
+                stage = nn.Sequential(
+                    nn.Conv2d(cin, mid, 1),
+                    nn.ReLU(inplace=True),
+                    nn.Conv2d(mid, out, 3, stride, padding),
+                    nn.ReLU(inplace=True),
+                )
             self.stages.append(stage)
             self.out_channels.append(out)
             cin = out
@@ -198,8 +223,9 @@ class SSD300(nn.Module):
         priors_cxcy (Tensor[P, 4]): priors in center-size fractional coordinates (a buffer, not saved).
     """
 
-    def __init__(self, n_classes: int, backbone: str = "vgg16", backbone_weights: Optional[str] = None,
-                 width: int = 16):
+    def __init__(
+        self, n_classes: int, backbone: str = "vgg16", backbone_weights: Optional[str] = None, width: int = 16
+    ):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
@@ -213,22 +239,24 @@ class SSD300(nn.Module):
         if backbone == "vgg16":
             self.base = VGGBase()
             self.l2_norm = L2Norm(512)
-            self.aux_convs = AuxiliaryConvolutions(1024, [(256, 512, 2, 1), (128, 256, 2, 1), (128, 256, 1, 0),
-                                                          (128, 256, 1, 0)])
+            self.aux_convs = AuxiliaryConvolutions(
+                1024, [(256, 512, 2, 1), (128, 256, 2, 1), (128, 256, 1, 0), (128, 256, 1, 0)]
+            )
             self.preset, self.input_size = "ssd300", 300
         elif backbone.startswith("resnet"):
             self.base = ResNetBase(backbone)
             self.l2_norm = nn.Identity()
-            self.aux_convs = AuxiliaryConvolutions(self.base.out_channels[-1],
-                                                   [(256, 512, 2, 1), (128, 256, 1, 0), (128, 256, 1, 0)],
-                                                   batch_norm=True)
+            self.aux_convs = AuxiliaryConvolutions(
+                self.base.out_channels[-1], [(256, 512, 2, 1), (128, 256, 1, 0), (128, 256, 1, 0)], batch_norm=True
+            )
             self.preset, self.input_size = "ssd300", 300
         else:
             self.base = TinyBase(width)
             self.l2_norm = nn.Identity()
             c = self.base.out_channels[-1]
-            self.aux_convs = AuxiliaryConvolutions(c, [(c // 2, c, 2, 1), (c // 2, c, 1, 0), (c // 2, c, 1, 0)],
-                                                   batch_norm=True)
+            self.aux_convs = AuxiliaryConvolutions(
+                c, [(c // 2, c, 2, 1), (c // 2, c, 1, 0), (c // 2, c, 1, 0)], batch_norm=True
+            )
             self.preset, self.input_size = "tiny", 160
         channels = list(self.base.out_channels) + list(self.aux_convs.out_channels)
         n_boxes = [len(ar) + 1 for ar in PRESETS[self.preset]["aspect_ratios"]]
@@ -259,8 +287,10 @@ class SSD300(nn.Module):
         """
         s = self.input_size
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] != s or images.shape[3] != s:
-            raise ValueError(f"the {self.backbone} SSD takes images of shape [B, 3, {s}, {s}], got "
-                             f"{list(images.shape)}; resize them to {s}x{s} (detops.ssd.transforms.ssd_transforms)")
+            raise ValueError(
+                f"the {self.backbone} SSD takes images of shape [B, 3, {s}, {s}], got "
+                f"{list(images.shape)}; resize them to {s}x{s} (detops.ssd.transforms.ssd_transforms)"
+            )
         feats = self.base(images)
         feats[0] = self.l2_norm(feats[0])
         feats = feats + self.aux_convs(feats[-1])
@@ -272,8 +302,14 @@ class SSD300(nn.Module):
         return detops.decode_boxes(predicted_locs, priors_xy.to(predicted_locs.dtype), SSD_WEIGHTS, clamp=None)
 
     @torch.no_grad()
-    def detect_batched(self, predicted_locs: Tensor, predicted_scores: Tensor, min_score: float = 0.01,
-                       max_overlap: float = 0.45, top_k: int = 200) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    def detect_batched(
+        self,
+        predicted_locs: Tensor,
+        predicted_scores: Tensor,
+        min_score: float = 0.01,
+        max_overlap: float = 0.45,
+        top_k: int = 200,
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """:meth:`detect_objects` in the fixed-shape padded form of :func:`detops.multiclass_nms`: boxes
         [B, top_k, 4], scores [B, top_k], labels [B, top_k] (-1 padding), counts [B]. No host sync."""
         probs = F.softmax(predicted_scores.float(), dim=2)
@@ -281,8 +317,9 @@ class SSD300(nn.Module):
         return multiclass_nms(boxes, probs, min_score, max_overlap, top_k, background_class=0)
 
     @torch.no_grad()
-    def detect_objects(self, predicted_locs: Tensor, predicted_scores: Tensor, min_score: float,
-                       max_overlap: float, top_k: int) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
+    def detect_objects(
+        self, predicted_locs: Tensor, predicted_scores: Tensor, min_score: float, max_overlap: float, top_k: int
+    ) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
         """The tutorial's detection: per image and non-background class, keep priors whose softmax score is
         above ``min_score``, suppress boxes overlapping a better one by more than ``max_overlap``, keep the
         ``top_k`` best over all classes.
@@ -295,8 +332,9 @@ class SSD300(nn.Module):
             sorted by decreasing score. An image with nothing detected gets the tutorial's placeholder: box
             ``[[0, 0, 1, 1]]``, label ``[0]`` (background), score ``[0]``.
         """
-        boxes, scores, labels, counts = self.detect_batched(predicted_locs, predicted_scores, min_score,
-                                                            max_overlap, top_k)
+        boxes, scores, labels, counts = self.detect_batched(
+            predicted_locs, predicted_scores, min_score, max_overlap, top_k
+        )
         out_boxes, out_labels, out_scores = [], [], []
         for b, s, l, n in zip(boxes, scores, labels, counts.tolist()):
             if n == 0:
@@ -342,8 +380,9 @@ def load_vgg16_weights(model: SSD300, path_or_state: Union[str, Dict[str, Tensor
             conv = getattr(base, name)
             w, b = state[f"features.{idx}.weight"], state[f"features.{idx}.bias"]
             if w.shape != conv.weight.shape:
-                raise ValueError(f"features.{idx}.weight has shape {tuple(w.shape)}, {name} needs "
-                                 f"{tuple(conv.weight.shape)}")
+                raise ValueError(
+                    f"features.{idx}.weight has shape {tuple(w.shape)}, {name} needs {tuple(conv.weight.shape)}"
+                )
             conv.weight.copy_(w)
             conv.bias.copy_(b)
         fc6_w = state["classifier.0.weight"].view(4096, 512, 7, 7)

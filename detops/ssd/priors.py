@@ -23,8 +23,9 @@ SSD300_ASPECT_RATIOS = (
     (1.0, 2.0, 0.5),
     (1.0, 2.0, 0.5),
 )
-SSD300_CONFIG = dict(fmap_dims=SSD300_FMAP_DIMS, obj_scales=SSD300_OBJ_SCALES, aspect_ratios=SSD300_ASPECT_RATIOS,
-                     clip=True)
+SSD300_CONFIG = dict(
+    fmap_dims=SSD300_FMAP_DIMS, obj_scales=SSD300_OBJ_SCALES, aspect_ratios=SSD300_ASPECT_RATIOS, clip=True
+)
 """The SSD300 preset (300x300 input): keyword arguments of :func:`prior_boxes`."""
 
 TINY_CONFIG = dict(

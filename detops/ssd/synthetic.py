@@ -279,7 +279,10 @@ def generate_voc_dataset(
         image, objects = render_image(rng, (width, height), list(classes), max_objects)
         image.save(os.path.join(img_dir, f"{image_id}.jpg"), format="JPEG", quality=jpeg_quality)
         write_voc_annotation(
-            os.path.join(ann_dir, f"{image_id}.xml"), f"{image_id}.jpg", (width, height, 3), objects,
+            os.path.join(ann_dir, f"{image_id}.xml"),
+            f"{image_id}.jpg",
+            (width, height, 3),
+            objects,
             folder="detops-synthetic",
         )
         n_objects += len(objects)

@@ -105,8 +105,11 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_ste
 
 def distributed_env() -> Dict[str, int]:
     """Rank, world size and local rank from the launcher's environment (1 process when unset)."""
-    return {"rank": int(os.environ.get("RANK", 0)), "world_size": int(os.environ.get("WORLD_SIZE", 1)),
-            "local_rank": int(os.environ.get("LOCAL_RANK", 0))}
+    return {
+        "rank": int(os.environ.get("RANK", 0)),
+        "world_size": int(os.environ.get("WORLD_SIZE", 1)),
+        "local_rank": int(os.environ.get("LOCAL_RANK", 0)),
+    }
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -155,10 +158,20 @@ class Trainer:
         callbacks: :class:`~detops.ssd.loggers.TrainerCallback` objects (rank 0 only calls them).
     """
 
-    def __init__(self, model: nn.Module, train_set: Dataset, config: Optional[TrainConfig] = None, *,
-                 criterion: Optional[Callable] = None, device=None, checkpoint_dir: Optional[str] = None,
-                 class_names: Optional[Sequence[str]] = None, val_set: Optional[Dataset] = None, metric=None,
-                 callbacks: Sequence = ()):
+    def __init__(
+        self,
+        model: nn.Module,
+        train_set: Dataset,
+        config: Optional[TrainConfig] = None,
+        *,
+        criterion: Optional[Callable] = None,
+        device=None,
+        checkpoint_dir: Optional[str] = None,
+        class_names: Optional[Sequence[str]] = None,
+        val_set: Optional[Dataset] = None,
+        metric=None,
+        callbacks: Sequence = (),
+    ):
         self.cfg = config or TrainConfig()
         self.env = distributed_env()
         self.distributed = self.env["world_size"] > 1
@@ -175,7 +188,8 @@ class Trainer:
         self.net = self.model
         if self.distributed:
             self.net = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         self.criterion = criterion or MultiBoxLoss(self.model.priors_cxcy)
         if isinstance(self.criterion, nn.Module):
             self.criterion.to(self.device)
@@ -191,14 +205,23 @@ class Trainer:
         # The loader draws its workers' base seed from its own generator, not the global one, so that the
         # global generator (the augmentation's) advances the same way in a resumed run.
         self.loader_generator = torch.Generator()
-        self.loader = DataLoader(train_set, batch_size=self.cfg.batch_size, sampler=self.sampler,
-                                 collate_fn=collate_fn, num_workers=self.cfg.num_workers, drop_last=True,
-                                 pin_memory=self.device.type == "cuda", generator=self.loader_generator,
-                                 worker_init_fn=_ignore_stop_signals)
+        self.loader = DataLoader(
+            train_set,
+            batch_size=self.cfg.batch_size,
+            sampler=self.sampler,
+            collate_fn=collate_fn,
+            num_workers=self.cfg.num_workers,
+            drop_last=True,
+            pin_memory=self.device.type == "cuda",
+            generator=self.loader_generator,
+            worker_init_fn=_ignore_stop_signals,
+        )
         self.steps_per_epoch = len(inner) // self.cfg.batch_size
         if self.steps_per_epoch == 0:
-            raise ValueError(f"the training set ({len(train_set)} images) is smaller than one batch "
-                             f"({self.cfg.batch_size} per process x {self.env['world_size']} processes)")
+            raise ValueError(
+                f"the training set ({len(train_set)} images) is smaller than one batch "
+                f"({self.cfg.batch_size} per process x {self.env['world_size']} processes)"
+            )
         self.total_steps = self.cfg.epochs * self.steps_per_epoch
         self.warmup_steps = effective_warmup(self.cfg, self.total_steps)
         self.optimizer = make_optimizer(self.model, self.cfg)
@@ -309,8 +332,14 @@ class Trainer:
         self.epoch += 1
         self.batch_in_epoch = 0
         self._epoch_loss = [0.0, 0]
-        stats = {"epoch": self.epoch, "step": self.step, "loss": mean, "lr": self.lr, "seconds": seconds,
-                 "images_per_s": done * self.cfg.batch_size * self.env["world_size"] / max(seconds, 1e-9)}
+        stats = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "loss": mean,
+            "lr": self.lr,
+            "seconds": seconds,
+            "images_per_s": done * self.cfg.batch_size * self.env["world_size"] / max(seconds, 1e-9),
+        }
         self.history.append({"step": self.step, "epoch": self.epoch, "epoch_loss": mean})
         self._emit("on_epoch_end", stats)
         return mean
@@ -334,11 +363,23 @@ class Trainer:
             return {}
         from detops.ssd.evaluation import evaluate
 
-        result = evaluate(self.model, self.val_set, self.metric, batch_size=self.cfg.batch_size,
-                          device=self.device, criterion=self.criterion)
+        result = evaluate(
+            self.model,
+            self.val_set,
+            self.metric,
+            batch_size=self.cfg.batch_size,
+            device=self.device,
+            criterion=self.criterion,
+        )
         result = {"epoch": self.epoch, "step": self.step, "val_loss": result.pop("loss"), **result}
-        self.history.append({"step": self.step, "epoch": self.epoch, "val_loss": result["val_loss"],
-                             "map": float(result.get("map", math.nan))})
+        self.history.append(
+            {
+                "step": self.step,
+                "epoch": self.epoch,
+                "val_loss": result["val_loss"],
+                "map": float(result.get("map", math.nan)),
+            }
+        )
         value = float(result.get("map", math.nan))
         if math.isfinite(value) and (self.best is None or value > self.best):
             self.best = value
@@ -367,8 +408,9 @@ class Trainer:
                         self.stopped = True
                         break
                     last = self.epoch == epochs
-                    if self.val_set is not None and ((self.cfg.val_every and self.epoch % self.cfg.val_every == 0)
-                                                     or last):
+                    if self.val_set is not None and (
+                        (self.cfg.val_every and self.epoch % self.cfg.val_every == 0) or last
+                    ):
                         self.validate()
                     every = self.cfg.checkpoint_every
                     if self.last_path and ((every and self.epoch % every == 0) or last):
@@ -404,8 +446,14 @@ class Trainer:
 
     # -------------------------------------------------------------------------------- learning rate finder
 
-    def find_lr(self, start_lr: float = 1e-7, end_lr: float = 1.0, steps: int = 100, smoothing: float = 0.98,
-                diverge: float = 4.0) -> Dict:
+    def find_lr(
+        self,
+        start_lr: float = 1e-7,
+        end_lr: float = 1.0,
+        steps: int = 100,
+        smoothing: float = 0.98,
+        diverge: float = 4.0,
+    ) -> Dict:
         """The learning-rate range test: trains ``steps`` steps with the learning rate growing geometrically
         from ``start_lr`` to ``end_lr`` (stopping early once the smoothed loss exceeds ``diverge`` x its best),
         then puts the model, optimizer, scheduler and random generators back as they were.
@@ -417,7 +465,9 @@ class Trainer:
         """
         if not (0 < start_lr < end_lr) or steps < 2:
             raise ValueError(f"need 0 < start_lr < end_lr and steps >= 2, got {start_lr}, {end_lr}, {steps}")
-        saved = {k: v for k, v in self.state_dict().items() if k in ("model", "optimizer", "scheduler", "scaler", "rng")}
+        saved = {
+            k: v for k, v in self.state_dict().items() if k in ("model", "optimizer", "scheduler", "scaler", "rng")
+        }
         saved = _clone(saved)
         counters = (self.epoch, self.step, self.batch_in_epoch, list(self._epoch_loss), list(self.history))
         factors = [g["lr"] for g in self.optimizer.param_groups]
@@ -429,7 +479,7 @@ class Trainer:
         batches = iter(self.loader)
         try:
             for i in range(steps):
-                lr = start_lr * ratio ** i
+                lr = start_lr * ratio**i
                 for g, f in zip(self.optimizer.param_groups, factors):
                     g["lr"] = lr * f / base
                 try:
@@ -479,13 +529,22 @@ class Trainer:
 
     def state_dict(self) -> dict:
         """Everything a checkpoint holds (tensors and plain values only)."""
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch,
-                "epoch_loss": list(self._epoch_loss), "best": self.best, "rng": rng_state(),
-                "config": _plain(asdict(self.cfg)), "history": list(self.history),
-                "model_args": dict(getattr(self.model, "init_args", None) or {}) or None,
-                "class_names": self.class_names}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "batch_in_epoch": self.batch_in_epoch,
+            "epoch_loss": list(self._epoch_loss),
+            "best": self.best,
+            "rng": rng_state(),
+            "config": _plain(asdict(self.cfg)),
+            "history": list(self.history),
+            "model_args": dict(getattr(self.model, "init_args", None) or {}) or None,
+            "class_names": self.class_names,
+        }
 
     def save_checkpoint(self, path: str) -> None:
         """Writes :meth:`state_dict` atomically to ``path`` (rank 0; all ranks wait for it)."""

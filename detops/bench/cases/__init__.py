@@ -23,8 +23,19 @@ workload gets a name and a sentence in :data:`detops.bench.workloads.WORKLOADS`.
 import importlib
 
 # The kernel families, then the application-level cases (the SSD pieces, evaluation, torchvision training steps).
-FAMILIES = ("boxes", "coding", "nms", "matching", "hard_negatives", "yolo", "rotated", "focal_loss", "ssd", "metrics",
-            "training")
+FAMILIES = (
+    "boxes",
+    "coding",
+    "nms",
+    "matching",
+    "hard_negatives",
+    "yolo",
+    "rotated",
+    "focal_loss",
+    "ssd",
+    "metrics",
+    "training",
+)
 
 for _family in FAMILIES:
     importlib.import_module(f"detops.bench.cases.{_family}")

@@ -35,12 +35,21 @@ for _name, _sizes in (
     ("distance_box_iou", ("1000x1000", "4096x4096")),
     ("complete_box_iou", ("1000x1000", "4096x4096")),
 ):
-    case("boxes", _name, "torchvision", "uniform", sizes=_sizes, quick=("300x300",), requires=TV,
-         size_label="N x M")(_pairwise(_name))
+    case("boxes", _name, "torchvision", "uniform", sizes=_sizes, quick=("300x300",), requires=TV, size_label="N x M")(
+        _pairwise(_name)
+    )
 
 
-@case("boxes", "box_iou", "torchvision per-image loop", "ssd300_batch", sizes=("32",), quick=("4",), requires=TV,
-      size_label="images")
+@case(
+    "boxes",
+    "box_iou",
+    "torchvision per-image loop",
+    "ssd300_batch",
+    sizes=("32",),
+    quick=("4",),
+    requires=TV,
+    size_label="images",
+)
 def batched_box_iou(dims, ctx):
     """IoU of a batch's ground truth [B, 20, 4] against the 8732 SSD300 priors in one call, against a loop of
     torchvision.ops.box_iou over the images."""
@@ -67,15 +76,13 @@ def box_area(dims, ctx):
     return Pair((b,), detops.box_area, torchvision.ops.box_area, floor=True, **_tol(ctx.dtype))
 
 
-@case("boxes", "box_convert", "torchvision", "uniform", sizes=("100000", "1000000"), quick=("10000",),
-      requires=TV)
+@case("boxes", "box_convert", "torchvision", "uniform", sizes=("100000", "1000000"), quick=("10000",), requires=TV)
 def box_convert(dims, ctx):
     """box_convert xyxy -> cxcywh against torchvision.ops.box_convert."""
     import torchvision
 
     b = W.uniform_boxes(dims[0], ctx.generator(), ctx.device, ctx.dtype)
-    return Pair((b, "xyxy", "cxcywh"), detops.box_convert, torchvision.ops.box_convert, floor=True,
-                **_tol(ctx.dtype))
+    return Pair((b, "xyxy", "cxcywh"), detops.box_convert, torchvision.ops.box_convert, floor=True, **_tol(ctx.dtype))
 
 
 def _loss(name):
@@ -84,13 +91,20 @@ def _loss(name):
 
         a, b = W.aligned_pairs(dims[0], ctx.generator(), ctx.device, ctx.dtype)
         tol = _tol(ctx.dtype)
-        return Pair((a, b), getattr(detops, name), getattr(torchvision.ops, name), floor=True,
-                    rtol=tol["rtol"] * 10, atol=tol["atol"] * 10)
+        return Pair(
+            (a, b),
+            getattr(detops, name),
+            getattr(torchvision.ops, name),
+            floor=True,
+            rtol=tol["rtol"] * 10,
+            atol=tol["atol"] * 10,
+        )
 
     build.__doc__ = f"{name} of aligned pairs [N, 4] x [N, 4] -> [N] against torchvision.ops.{name}"
     return build
 
 
 for _name in ("generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou_loss"):
-    case("boxes", _name, "torchvision", "aligned", sizes=("100000", "279424"), quick=("10000",),
-         requires=TV)(_loss(_name))
+    case("boxes", _name, "torchvision", "aligned", sizes=("100000", "279424"), quick=("10000",), requires=TV)(
+        _loss(_name)
+    )

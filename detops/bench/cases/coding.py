@@ -20,8 +20,13 @@ def encode(dims, ctx):
 
     boxes, anchors = W.aligned_pairs(dims[0], ctx.generator(), ctx.device, ctx.dtype)
     coder = BoxCoder(WEIGHTS)
-    return Pair((boxes, anchors), lambda b, a: detops.encode_boxes(b, a, WEIGHTS), coder.encode_single, floor=True,
-                **_tol(ctx.dtype))
+    return Pair(
+        (boxes, anchors),
+        lambda b, a: detops.encode_boxes(b, a, WEIGHTS),
+        coder.encode_single,
+        floor=True,
+        **_tol(ctx.dtype),
+    )
 
 
 @case("coding", "decode_boxes", "torchvision BoxCoder", "aligned", sizes=("8732", "279424"), quick=("8732",))
@@ -34,8 +39,13 @@ def decode(dims, ctx):
     anchors = W.uniform_boxes(dims[0], g, ctx.device, ctx.dtype)
     deltas = (torch.randn(dims[0], 4, generator=g) * 0.5).to(ctx.device, ctx.dtype)
     coder = BoxCoder(WEIGHTS)
-    return Pair((deltas, anchors), lambda d, a: detops.decode_boxes(d, a, WEIGHTS), coder.decode_single, floor=True,
-                **_tol(ctx.dtype))
+    return Pair(
+        (deltas, anchors),
+        lambda d, a: detops.decode_boxes(d, a, WEIGHTS),
+        coder.decode_single,
+        floor=True,
+        **_tol(ctx.dtype),
+    )
 
 
 @case("coding", "encode_boxes", "reference", "ssd300_batch", sizes=("32",), quick=("4",), size_label="images")

@@ -20,8 +20,16 @@ def _retinanet_logits(images, ctx):
     return x, t
 
 
-@case("focal_loss", "sigmoid_focal_loss", "torchvision", "retinanet_logits", sizes=("4",), quick=("1",),
-      requires=["torchvision.ops"], size_label="images")
+@case(
+    "focal_loss",
+    "sigmoid_focal_loss",
+    "torchvision",
+    "retinanet_logits",
+    sizes=("4",),
+    quick=("1",),
+    requires=["torchvision.ops"],
+    size_label="images",
+)
 def focal_sum(dims, ctx):
     """sigmoid_focal_loss(reduction="sum") on RetinaNet-sized logits, forward and backward, against torchvision's."""
     import torchvision
@@ -34,8 +42,14 @@ def focal_sum(dims, ctx):
             loss = fn(leaf, t, reduction="sum")
             loss.backward()
             return loss.detach(), leaf.grad
+
         return run
 
     low = x.dtype in (torch.float16, torch.bfloat16)
-    return Pair((x, t), step(detops.sigmoid_focal_loss), step(torchvision.ops.sigmoid_focal_loss),
-                rtol=2e-2 if low else 1e-4, atol=1e-2 if low else 1e-6)
+    return Pair(
+        (x, t),
+        step(detops.sigmoid_focal_loss),
+        step(torchvision.ops.sigmoid_focal_loss),
+        rtol=2e-2 if low else 1e-4,
+        atol=1e-2 if low else 1e-6,
+    )

@@ -17,15 +17,13 @@ def _batch(dims, ctx):
     return priors, boxes, labels
 
 
-@case("matching", "match_priors", "tutorial loop", "ssd300_batch", sizes=("32",), quick=("4",),
-      size_label="images")
+@case("matching", "match_priors", "tutorial loop", "ssd300_batch", sizes=("32",), quick=("4",), size_label="images")
 def vs_tutorial(dims, ctx):
     """match_priors (labels, matched object, encoded targets) against the tutorial's per-image matching."""
     from detops.reference.matching import tutorial_match
 
     priors, boxes, labels = _batch(dims, ctx)
-    return Pair((boxes, labels, priors), detops.match_priors, tutorial_match, rtol=1e-4, atol=1e-4,
-                dtype=torch.float32)
+    return Pair((boxes, labels, priors), detops.match_priors, tutorial_match, rtol=1e-4, atol=1e-4, dtype=torch.float32)
 
 
 def torchvision_match(boxes, labels, anchors_xy, matcher, coder):
@@ -42,8 +40,16 @@ def torchvision_match(boxes, labels, anchors_xy, matcher, coder):
     return out
 
 
-@case("matching", "match_priors", "torchvision SSDMatcher", "ssd300_batch", sizes=("32",), quick=("4",),
-      requires=("torchvision.ops",), size_label="images")
+@case(
+    "matching",
+    "match_priors",
+    "torchvision SSDMatcher",
+    "ssd300_batch",
+    sizes=("32",),
+    quick=("4",),
+    requires=("torchvision.ops",),
+    size_label="images",
+)
 def vs_torchvision(dims, ctx):
     """match_priors against torchvision SSD's box_iou + SSDMatcher(0.5) + BoxCoder.encode_single per image."""
     from torchvision.models.detection import _utils as det_utils
@@ -57,13 +63,24 @@ def vs_torchvision(dims, ctx):
         per_image = [(lab[i], targets[i][matched[i] >= 0]) for i in range(lab.shape[0])]
         return compare.close(per_image, theirs, rtol=1e-3, atol=1e-3)
 
-    return Pair((boxes, labels, priors, anchors_xy), lambda b, lab, p, a: detops.match_priors(b, lab, p),
-                lambda b, lab, p, a: torchvision_match(b, lab, a, matcher, coder), check=check,
-                dtype=torch.float32)
+    return Pair(
+        (boxes, labels, priors, anchors_xy),
+        lambda b, lab, p, a: detops.match_priors(b, lab, p),
+        lambda b, lab, p, a: torchvision_match(b, lab, a, matcher, coder),
+        check=check,
+        dtype=torch.float32,
+    )
 
 
-@case("matching", "match_boxes", "torchvision Matcher", "matcher", sizes=("20x100000", "20x200000"),
-      quick=("20x10000",), size_label="G x P")
+@case(
+    "matching",
+    "match_boxes",
+    "torchvision Matcher",
+    "matcher",
+    sizes=("20x100000", "20x200000"),
+    quick=("20x10000",),
+    size_label="G x P",
+)
 def match_boxes(dims, ctx):
     """match_boxes(quality, 0.7, 0.3, allow_low_quality_matches=True) against torchvision's Matcher (RPN)."""
     from torchvision.models.detection._utils import Matcher

@@ -45,10 +45,12 @@ def _coco_dicts(preds, target):
         images.append({"id": i + 1})
         g = t["boxes"].double()
         g = torch.cat([g[:, :2], g[:, 2:] - g[:, :2]], 1)
-        for k, (b, lab, a, c) in enumerate(zip(g.tolist(), t["labels"].tolist(), t["area"].double().tolist(),
-                                                t["iscrowd"].tolist())):
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": lab, "bbox": b, "area": a,
-                         "iscrowd": int(c)})
+        for k, (b, lab, a, c) in enumerate(
+            zip(g.tolist(), t["labels"].tolist(), t["area"].double().tolist(), t["iscrowd"].tolist())
+        ):
+            anns.append(
+                {"id": len(anns) + 1, "image_id": i + 1, "category_id": lab, "bbox": b, "area": a, "iscrowd": int(c)}
+            )
             labels.add(lab)
         d = p["boxes"].double()
         d = torch.cat([d[:, :2], d[:, 2:] - d[:, :2]], 1)
@@ -155,8 +157,10 @@ def measure_peak(side, n_images, device, threads):
 def _peak_in_subprocess(side, n_images, device):
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-    code = (f"from detops.bench.cases.metrics import measure_peak; "
-            f"measure_peak({side!r}, {int(n_images)}, {str(device)!r}, {torch.get_num_threads()})")
+    code = (
+        f"from detops.bench.cases.metrics import measure_peak; "
+        f"measure_peak({side!r}, {int(n_images)}, {str(device)!r}, {torch.get_num_threads()})"
+    )
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=3600)
     if done.returncode != 0:
         raise RuntimeError(f"measuring {side} failed: {done.stderr.strip().splitlines()[-1:]}")
@@ -165,9 +169,12 @@ def _peak_in_subprocess(side, n_images, device):
 
 def _peak_memory(n_images, device, baseline):
     ours, theirs = _peak_in_subprocess("detops", n_images, device), _peak_in_subprocess(baseline, n_images, "cpu")
-    return {"detops_bytes": ours["bytes"], "detops_device_bytes": ours.get("device_bytes"),
-            "baseline_bytes": theirs["bytes"],
-            "method": "peak resident set of one evaluation above the process's before it, in a fresh process"}
+    return {
+        "detops_bytes": ours["bytes"],
+        "detops_device_bytes": ours.get("device_bytes"),
+        "baseline_bytes": theirs["bytes"],
+        "method": "peak resident set of one evaluation above the process's before it, in a fresh process",
+    }
 
 
 def _coco_pair(dims, ctx, baseline):
@@ -175,19 +182,41 @@ def _coco_pair(dims, ctx, baseline):
     preds, target = _dataset(dims[0])
     gt, results = _coco_dicts(preds, target)
     preds, target = _on_device(preds, target, ctx.device)
-    return Pair((preds, target), _detops, lambda p, t: BASELINES[baseline](gt, results), check=_same_stats,
-                dtype=torch.float32, memory=lambda: _peak_memory(dims[0], ctx.device, baseline))
+    return Pair(
+        (preds, target),
+        _detops,
+        lambda p, t: BASELINES[baseline](gt, results),
+        check=_same_stats,
+        dtype=torch.float32,
+        memory=lambda: _peak_memory(dims[0], ctx.device, baseline),
+    )
 
 
-@case("metrics", "MeanAveragePrecision", "pycocotools COCOeval", "coco_like", sizes=("500", "5000"), quick=("50",),
-      requires=("pycocotools",), size_label="images")
+@case(
+    "metrics",
+    "MeanAveragePrecision",
+    "pycocotools COCOeval",
+    "coco_like",
+    sizes=("500", "5000"),
+    quick=("50",),
+    requires=("pycocotools",),
+    size_label="images",
+)
 def coco_vs_pycocotools(dims, ctx):
     """COCO bbox mAP (the twelve summary numbers) against pycocotools' COCO + loadRes + COCOeval."""
     return _coco_pair(dims, ctx, "pycocotools")
 
 
-@case("metrics", "MeanAveragePrecision", "faster-coco-eval", "coco_like", sizes=("500", "5000"), quick=("50",),
-      requires=("faster_coco_eval",), size_label="images")
+@case(
+    "metrics",
+    "MeanAveragePrecision",
+    "faster-coco-eval",
+    "coco_like",
+    sizes=("500", "5000"),
+    quick=("50",),
+    requires=("faster_coco_eval",),
+    size_label="images",
+)
 def coco_vs_faster_coco_eval(dims, ctx):
     """COCO bbox mAP against faster-coco-eval's C++ COCOeval_faster (pycocotools' numbers, compiled)."""
     return _coco_pair(dims, ctx, "faster_coco_eval")
@@ -218,8 +247,16 @@ def _ssd_like(n_images, dets_per_image, seed, n_classes=21):
     return (*out, n_classes)
 
 
-@case("metrics", "voc_map", "tutorial per-detection loop", "ssd_detections", sizes=("200x50", "1000x200"),
-      quick=("50x20",), devices=("cpu",), size_label="images x detections")
+@case(
+    "metrics",
+    "voc_map",
+    "tutorial per-detection loop",
+    "ssd_detections",
+    sizes=("200x50", "1000x200"),
+    quick=("50x20",),
+    devices=("cpu",),
+    size_label="images x detections",
+)
 def voc_map_vs_tutorial(dims, ctx):
     """VOC07 11-point mAP against the tutorial's calculate_mAP algorithm (detops.reference.metrics.voc_map)."""
     from detops.metrics import voc_map

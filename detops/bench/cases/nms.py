@@ -24,10 +24,18 @@ def _nms(kind):
     return build
 
 
-case("nms", "nms", "torchvision", "sparse", sizes=("1000", "5000", "20000"), quick=("1000", "5000"),
-     requires=TV)(_nms("sparse"))
-case("nms", "nms", "torchvision", "clustered", sizes=("1000", "5000", "20000", "100000"), quick=("1000", "5000"),
-     requires=TV)(_nms("clustered"))
+case("nms", "nms", "torchvision", "sparse", sizes=("1000", "5000", "20000"), quick=("1000", "5000"), requires=TV)(
+    _nms("sparse")
+)
+case(
+    "nms",
+    "nms",
+    "torchvision",
+    "clustered",
+    sizes=("1000", "5000", "20000", "100000"),
+    quick=("1000", "5000"),
+    requires=TV,
+)(_nms("clustered"))
 
 
 def _batched(kind, classes=80):
@@ -38,17 +46,24 @@ def _batched(kind, classes=80):
         boxes, _ = W.nms_boxes(kind, dims[0], g, ctx.device, ctx.dtype)
         scores = W.distinct_scores(dims[0], g, ctx.device, ctx.dtype)
         idxs = torch.randint(0, classes, (dims[0],), generator=g).to(ctx.device)
-        return Pair((boxes, scores, idxs, IOU), detops.batched_nms, torchvision.ops.batched_nms, check="equal",
-                    note=f"{classes} classes, distinct scores")
+        return Pair(
+            (boxes, scores, idxs, IOU),
+            detops.batched_nms,
+            torchvision.ops.batched_nms,
+            check="equal",
+            note=f"{classes} classes, distinct scores",
+        )
 
     build.__doc__ = f"batched_nms over {classes} classes on {kind} boxes against torchvision.ops.batched_nms"
     return build
 
 
-case("nms", "batched_nms", "torchvision", "sparse", sizes=("5000", "20000"), quick=("5000",),
-     requires=TV)(_batched("sparse"))
-case("nms", "batched_nms", "torchvision", "clustered", sizes=("5000", "20000"), quick=("5000",),
-     requires=TV)(_batched("clustered"))
+case("nms", "batched_nms", "torchvision", "sparse", sizes=("5000", "20000"), quick=("5000",), requires=TV)(
+    _batched("sparse")
+)
+case("nms", "batched_nms", "torchvision", "clustered", sizes=("5000", "20000"), quick=("5000",), requires=TV)(
+    _batched("clustered")
+)
 
 
 def _ssd_detect(priors_xyxy, locs, logits, cap=None):
@@ -57,8 +72,9 @@ def _ssd_detect(priors_xyxy, locs, logits, cap=None):
     return detops.multiclass_nms(boxes, probs, 0.01, 0.45, 200, background_class=0, max_candidates_per_class=cap)
 
 
-@case("nms", "multiclass_nms", "tutorial detect_objects", "ssd300_eval", sizes=("8",), quick=("1",),
-      size_label="images")
+@case(
+    "nms", "multiclass_nms", "tutorial detect_objects", "ssd300_eval", sizes=("8",), quick=("1",), size_label="images"
+)
 def multiclass_vs_tutorial(dims, ctx):
     """SSD evaluation (softmax, decode, per-class NMS, top 200) with multiclass_nms against the tutorial's
     per-image, per-class detect_objects loop; detections compared as sets."""
@@ -75,8 +91,9 @@ def multiclass_vs_tutorial(dims, ctx):
         boxes, labels, scores = tutorial_detect_objects(priors, locs, logits, 0.01, 0.45, 200, 21)
         return compare.as_tables((boxes, scores, labels))
 
-    return Pair((priors, priors_xyxy, locs, logits), ours, tutorial, check=compare.detections(1e-4, 1e-4),
-                dtype=torch.float32)
+    return Pair(
+        (priors, priors_xyxy, locs, logits), ours, tutorial, check=compare.detections(1e-4, 1e-4), dtype=torch.float32
+    )
 
 
 @case("nms", "soft_nms", "reference", "clustered", sizes=("1000",), quick=("200",))
@@ -126,12 +143,21 @@ def unpatched(fn):
 
 def _patch_pair(inputs, post, note):
     """``post(*inputs)`` (a torchvision model's post-processing) with detops.patch_torchvision against without."""
-    return Pair(inputs, patched(post), unpatched(post), check=compare.detections(1e-4, 1e-3), dtype=torch.float32,
-                note=note)
+    return Pair(
+        inputs, patched(post), unpatched(post), check=compare.detections(1e-4, 1e-3), dtype=torch.float32, note=note
+    )
 
 
-@case("nms", "patch_torchvision", "torchvision", "ssd300_random", sizes=("8",), quick=("1",), requires=TV,
-      size_label="images")
+@case(
+    "nms",
+    "patch_torchvision",
+    "torchvision",
+    "ssd300_random",
+    sizes=("8",),
+    quick=("1",),
+    requires=TV,
+    size_label="images",
+)
 def patch_ssd(dims, ctx):
     """torchvision ssd300_vgg16.postprocess_detections with and without detops.patch_torchvision."""
     model = _model("ssd").to(ctx.device)
@@ -146,8 +172,9 @@ def patch_ssd(dims, ctx):
     return _patch_pair((head, anchors), post, "ssd300_vgg16.postprocess_detections")
 
 
-@case("nms", "patch_torchvision", "torchvision", "frcnn_rpn", sizes=("4",), quick=("1",), requires=TV,
-      size_label="images")
+@case(
+    "nms", "patch_torchvision", "torchvision", "frcnn_rpn", sizes=("4",), quick=("1",), requires=TV, size_label="images"
+)
 def patch_rpn(dims, ctx):
     """Faster R-CNN v2 rpn.filter_proposals with and without detops.patch_torchvision."""
     model = _model("frcnn").to(ctx.device)
@@ -160,23 +187,26 @@ def patch_rpn(dims, ctx):
     return _patch_pair((props, obj), post, "fasterrcnn_resnet50_fpn_v2 rpn.filter_proposals")
 
 
-@case("nms", "patch_torchvision", "torchvision", "frcnn_roi", sizes=("4",), quick=("1",), requires=TV,
-      size_label="images")
+@case(
+    "nms", "patch_torchvision", "torchvision", "frcnn_roi", sizes=("4",), quick=("1",), requires=TV, size_label="images"
+)
 def patch_roi(dims, ctx):
     """Faster R-CNN v2 roi_heads.postprocess_detections with and without detops.patch_torchvision."""
     model = _model("frcnn").to(ctx.device)
     proposals, cls, reg = W.frcnn_roi(dims[0], ctx.generator(), ctx.device, torch.float32)
 
     def post(cls, reg, proposals):
-        boxes, scores, labels = model.roi_heads.postprocess_detections(cls, reg, proposals,
-                                                                       [(800, 800)] * len(proposals))
+        boxes, scores, labels = model.roi_heads.postprocess_detections(
+            cls, reg, proposals, [(800, 800)] * len(proposals)
+        )
         return compare.as_tables((boxes, scores, labels))
 
     return _patch_pair((cls, reg, proposals), post, "fasterrcnn_resnet50_fpn_v2 roi_heads.postprocess_detections")
 
 
-@case("nms", "patch_torchvision", "torchvision", "retinanet", sizes=("4",), quick=("1",), requires=TV,
-      size_label="images")
+@case(
+    "nms", "patch_torchvision", "torchvision", "retinanet", sizes=("4",), quick=("1",), requires=TV, size_label="images"
+)
 def patch_retinanet(dims, ctx):
     """RetinaNet v2 postprocess_detections with and without detops.patch_torchvision."""
     model = _model("retinanet").to(ctx.device)

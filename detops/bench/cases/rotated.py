@@ -9,18 +9,20 @@ TV = ("torchvision.ops",)
 # The rotated workloads live with their cases (the family is optional in a checkout).
 W.WORKLOADS.setdefault(
     "rotated_uniform",
-    "cxcywhr boxes, centres uniform in a 1000 px square, sides 10-310 px, angles uniform in [-180, 180)")
+    "cxcywhr boxes, centres uniform in a 1000 px square, sides 10-310 px, angles uniform in [-180, 180)",
+)
 W.WORKLOADS.setdefault(
-    "rotated_clustered",
-    "jittered copies (3 px, 5% size, 5 degrees) of 40 rotated objects of 20-120 px, uniform scores")
+    "rotated_clustered", "jittered copies (3 px, 5% size, 5 degrees) of 40 rotated objects of 20-120 px, uniform scores"
+)
 
 
 def uniform_rotated(n, g, device, dtype):
     import torch
 
     u = torch.rand(n, 5, generator=g, dtype=torch.float64)
-    boxes = torch.stack((u[:, 0] * 1000, u[:, 1] * 1000, 10 + u[:, 2] * 300, 10 + u[:, 3] * 300,
-                         u[:, 4] * 360 - 180), dim=1)
+    boxes = torch.stack(
+        (u[:, 0] * 1000, u[:, 1] * 1000, 10 + u[:, 2] * 300, 10 + u[:, 3] * 300, u[:, 4] * 360 - 180), dim=1
+    )
     return boxes.to(device=device, dtype=dtype)
 
 
@@ -38,8 +40,17 @@ def clustered_rotated(n, g, device, dtype):
     return boxes.to(device=device, dtype=dtype), scores.to(device=device, dtype=dtype)
 
 
-@case("rotated", "box_iou_rotated", "torchvision", "rotated_uniform", sizes=("2000x2000", "4096x4096"),
-      quick=("300x300",), requires=TV, devices=("cpu", "cuda"), size_label="N x M")
+@case(
+    "rotated",
+    "box_iou_rotated",
+    "torchvision",
+    "rotated_uniform",
+    sizes=("2000x2000", "4096x4096"),
+    quick=("300x300",),
+    requires=TV,
+    devices=("cpu", "cuda"),
+    size_label="N x M",
+)
 def box_iou_rotated_vs_torchvision(dims, ctx):
     """Rotated IoU [N, 5] x [M, 5] -> [N, M] against torchvision.ops.box_iou(fmt="cxcywhr") (float32 output,
     so both sides are compared in float32)."""
@@ -66,8 +77,16 @@ def box_iou_rotated_vs_torchvision(dims, ctx):
     return Pair((a, b), ours, theirs, check=check, floor=True, dtype=dtype)
 
 
-@case("rotated", "nms_rotated", "per-box loop", "rotated_clustered", sizes=("5000",), quick=("1000",),
-      requires=TV, devices=("cpu", "cuda"))
+@case(
+    "rotated",
+    "nms_rotated",
+    "per-box loop",
+    "rotated_clustered",
+    sizes=("5000",),
+    quick=("1000",),
+    requires=TV,
+    devices=("cpu", "cuda"),
+)
 def nms_rotated_vs_loop(dims, ctx):
     """Rotated NMS against the greedy loop a user writes without a kernel: one torchvision rotated box_iou
     row per kept box, suppressing the rest above the threshold."""
@@ -86,8 +105,8 @@ def nms_rotated_vs_loop(dims, ctx):
             if not alive[i]:
                 continue
             keep.append(i)
-            iou = torchvision.ops.box_iou(b[i:i + 1], b[i + 1:], fmt="cxcywhr")[0]
-            alive[i + 1:] &= iou <= thr
+            iou = torchvision.ops.box_iou(b[i : i + 1], b[i + 1 :], fmt="cxcywhr")[0]
+            alive[i + 1 :] &= iou <= thr
         return order[torch.tensor(keep, dtype=torch.long, device=b.device)]
 
     def check(ours, theirs):
@@ -98,8 +117,15 @@ def nms_rotated_vs_loop(dims, ctx):
     return Pair((boxes, scores), lambda b, s: detops.nms_rotated(b, s, 0.5), loop, check=check, dtype=dtype)
 
 
-@case("rotated", "multiclass_nms_rotated", "per-image loop", "rotated_clustered", sizes=("8",), quick=("1",),
-      size_label="images")
+@case(
+    "rotated",
+    "multiclass_nms_rotated",
+    "per-image loop",
+    "rotated_clustered",
+    sizes=("8",),
+    quick=("1",),
+    size_label="images",
+)
 def multiclass_nms_rotated_vs_loop(dims, ctx):
     """multiclass_nms_rotated (2000 boxes x 15 classes per image, score above 0.1, top 100) against the loop a
     user writes without it: per image, the candidates above the threshold, batched_nms_rotated over their

@@ -100,8 +100,10 @@ def _head_only(name, batch, ctx):
         with torch.no_grad():
             shapes = {k: v.shape[1:] for k, v in model.head([f[:1] for f in features.values()]).items()}
         cls_shift, reg_scale = (-4.0, 0.1) if name == "retinanet" else (0.0, 0.5)
-        head = {"cls_logits": randn(batch, *shapes["cls_logits"], shift=cls_shift),
-                "bbox_regression": randn(batch, *shapes["bbox_regression"], scale=reg_scale)}
+        head = {
+            "cls_logits": randn(batch, *shapes["cls_logits"], shift=cls_shift),
+            "bbox_regression": randn(batch, *shapes["bbox_regression"], scale=reg_scale),
+        }
         _returns(model.head, head)
         leaves = list(head.values())
     return model, images, targets, leaves
@@ -122,8 +124,11 @@ def _step(model, leaves, seed, patch):
         sum(losses.values()).backward()
         out = {k: v.detach() for k, v in sorted(losses.items())}
         # The whole step's gradients are too many to compare every time: their norm per parameter stands in.
-        grads = [p.grad for p in params] if leaves is not None else torch.stack(
-            [p.grad.norm() if p.grad is not None else p.new_zeros(()) for p in params])
+        grads = (
+            [p.grad for p in params]
+            if leaves is not None
+            else torch.stack([p.grad.norm() if p.grad is not None else p.new_zeros(()) for p in params])
+        )
         return out, grads
 
     return run
@@ -132,12 +137,21 @@ def _step(model, leaves, seed, patch):
 def _losses_case(name):
     def build(dims, ctx):
         model, images, targets, leaves = _head_only(name, dims[0], ctx)
-        return Pair((images, targets), _step(model, leaves, ctx.seed, True), _step(model, leaves, ctx.seed, False),
-                    rtol=1e-4, atol=1e-6, dtype=torch.float32, note="forward + backward to the head outputs")
+        return Pair(
+            (images, targets),
+            _step(model, leaves, ctx.seed, True),
+            _step(model, leaves, ctx.seed, False),
+            rtol=1e-4,
+            atol=1e-6,
+            dtype=torch.float32,
+            note="forward + backward to the head outputs",
+        )
 
-    build.__doc__ = (f"{name}: matching, encoding, sampling and losses of one training step (the model's forward "
-                     "with its networks replaced by captured head outputs, and the backward to them), patched "
-                     "against unpatched")
+    build.__doc__ = (
+        f"{name}: matching, encoding, sampling and losses of one training step (the model's forward "
+        "with its networks replaced by captured head outputs, and the backward to them), patched "
+        "against unpatched"
+    )
     return build
 
 
@@ -145,8 +159,14 @@ def _step_case(name):
     def build(dims, ctx):
         model = _model(name, ctx.device)
         images, targets = _batch(dims[0], SIZES[name], ctx.generator(), ctx.device)
-        return Pair((images, targets), _step(model, None, ctx.seed, True), _step(model, None, ctx.seed, False),
-                    check=compare_step, dtype=torch.float32, note="forward + backward of every parameter")
+        return Pair(
+            (images, targets),
+            _step(model, None, ctx.seed, True),
+            _step(model, None, ctx.seed, False),
+            check=compare_step,
+            dtype=torch.float32,
+            note="forward + backward of every parameter",
+        )
 
     build.__doc__ = f"{name}: one whole training step (forward and backward), patched against unpatched"
     return build
@@ -166,7 +186,22 @@ _PLAN = {
     "ssd300": (("4", "32"), ("4",), ("1",)),
 }
 for _name, (_losses, _steps, _quick) in _PLAN.items():
-    case("training", "training_losses", "torchvision", f"{_name}_train", sizes=_losses, quick=_quick,
-         requires=("torchvision.ops",), size_label="images")(_losses_case(_name))
-    case("training", "training_step", "torchvision", f"{_name}_train", sizes=_steps,
-         requires=("torchvision.ops",), size_label="images")(_step_case(_name))
+    case(
+        "training",
+        "training_losses",
+        "torchvision",
+        f"{_name}_train",
+        sizes=_losses,
+        quick=_quick,
+        requires=("torchvision.ops",),
+        size_label="images",
+    )(_losses_case(_name))
+    case(
+        "training",
+        "training_step",
+        "torchvision",
+        f"{_name}_train",
+        sizes=_steps,
+        requires=("torchvision.ops",),
+        size_label="images",
+    )(_step_case(_name))

@@ -14,7 +14,8 @@ W.WORKLOADS.setdefault(
     "yolo_obb",
     "YOLO-OBB head [B, 4 + 15 + 1, 21504] (DOTA at 1024 px): 60 rotated objects of 10-100 px per image, each "
     "predicted by about 36 jittered rows (best class sigmoid(randn + 1)), the rest background (sigmoid(randn - 6)); "
-    "conf 0.25, IoU 0.7")
+    "conf 0.25, IoU 0.7",
+)
 
 
 def yolo_obb_head(batch, g, device="cpu", dtype=torch.float32, n=21504, classes=15, objects=60, size=1024.0):
@@ -49,8 +50,10 @@ def _ultralytics_nms():
         try:
             from ultralytics.utils.ops import non_max_suppression
         except ImportError as e:
-            raise MissingBaseline(f"ultralytics is installed but its non_max_suppression does not import ({e}; "
-                                  "it needs opencv-python-headless)") from None
+            raise MissingBaseline(
+                f"ultralytics is installed but its non_max_suppression does not import ({e}; "
+                "it needs opencv-python-headless)"
+            ) from None
     return non_max_suppression
 
 
@@ -60,22 +63,53 @@ def _v5(conf):
         from detops.reference.yolo import yolo_non_max_suppression
 
         pred = W.yolo_head(dims[0], ctx.generator(), ctx.device, ctx.dtype)
-        return Pair((pred, conf, IOU), yolo.non_max_suppression, yolo_non_max_suppression,
-                    check=compare.detections(1e-5, 1e-4), note=f"conf {conf}")
+        return Pair(
+            (pred, conf, IOU),
+            yolo.non_max_suppression,
+            yolo_non_max_suppression,
+            check=compare.detections(1e-5, 1e-4),
+            note=f"conf {conf}",
+        )
 
-    build.__doc__ = (f"detops.yolo.non_max_suppression at conf {conf} against the per-image loop "
-                     "(filter, sort, torchvision.ops.nms with class offsets) of detops.reference.yolo")
+    build.__doc__ = (
+        f"detops.yolo.non_max_suppression at conf {conf} against the per-image loop "
+        "(filter, sort, torchvision.ops.nms with class offsets) of detops.reference.yolo"
+    )
     return build
 
 
-case("yolo", "non_max_suppression", "per-image loop", "yolo_v5", sizes=("16",), quick=("2",),
-     requires=("torchvision.ops",), size_label="images")(_v5(0.25))
-case("yolo", "non_max_suppression", "per-image loop", "yolo_v5_low", sizes=("16",), quick=(),
-     requires=("torchvision.ops",), size_label="images")(_v5(0.001))
+case(
+    "yolo",
+    "non_max_suppression",
+    "per-image loop",
+    "yolo_v5",
+    sizes=("16",),
+    quick=("2",),
+    requires=("torchvision.ops",),
+    size_label="images",
+)(_v5(0.25))
+case(
+    "yolo",
+    "non_max_suppression",
+    "per-image loop",
+    "yolo_v5_low",
+    sizes=("16",),
+    quick=(),
+    requires=("torchvision.ops",),
+    size_label="images",
+)(_v5(0.001))
 
 
-@case("yolo", "non_max_suppression", "ultralytics", "yolo_v8", sizes=("16",), quick=("2",), requires=("ultralytics",),
-      size_label="images")
+@case(
+    "yolo",
+    "non_max_suppression",
+    "ultralytics",
+    "yolo_v8",
+    sizes=("16",),
+    quick=("2",),
+    requires=("ultralytics",),
+    size_label="images",
+)
 def vs_ultralytics(dims, ctx):
     """detops.yolo.non_max_suppression on a v8 head against ultralytics' own non_max_suppression (its time
     limit lifted so it never stops early)."""
@@ -83,9 +117,13 @@ def vs_ultralytics(dims, ctx):
 
     ultra_nms = _ultralytics_nms()
     pred = W.yolo_head(dims[0], ctx.generator(), ctx.device, ctx.dtype, layout="v8")
-    return Pair((pred,), lambda p: yolo.non_max_suppression(p, 0.25, IOU, head="v8"),
-                lambda p: ultra_nms(p, 0.25, IOU, max_time_img=1e3), check=compare.detections(1e-5, 1e-4),
-                note="conf 0.25")
+    return Pair(
+        (pred,),
+        lambda p: yolo.non_max_suppression(p, 0.25, IOU, head="v8"),
+        lambda p: ultra_nms(p, 0.25, IOU, max_time_img=1e3),
+        check=compare.detections(1e-5, 1e-4),
+        note="conf 0.25",
+    )
 
 
 def identical_detections(ours, theirs):
@@ -98,8 +136,16 @@ def identical_detections(ours, theirs):
     return None
 
 
-@case("yolo", "non_max_suppression", "ultralytics", "yolo_obb", sizes=("16",), quick=("2",),
-      requires=("ultralytics",), size_label="images")
+@case(
+    "yolo",
+    "non_max_suppression",
+    "ultralytics",
+    "yolo_obb",
+    sizes=("16",),
+    quick=("2",),
+    requires=("ultralytics",),
+    size_label="images",
+)
 def obb_vs_ultralytics(dims, ctx):
     """detops.yolo.non_max_suppression(rotated=True, overlap="probiou") on a YOLO-OBB head against ultralytics'
     non_max_suppression(rotated=True) (its time limit lifted): the same detections, row for row."""
@@ -108,9 +154,13 @@ def obb_vs_ultralytics(dims, ctx):
     ultra_nms = _ultralytics_nms()
     pred = yolo_obb_head(dims[0], ctx.generator(), ctx.device, ctx.dtype)
     classes = pred.shape[1] - 5
-    return Pair((pred,), lambda p: yolo.non_max_suppression(p, 0.25, 0.7, rotated=True, overlap="probiou"),
-                lambda p: ultra_nms(p, 0.25, 0.7, nc=classes, rotated=True, max_time_img=1e3),
-                check=identical_detections, note="probIoU mode, conf 0.25, IoU 0.7")
+    return Pair(
+        (pred,),
+        lambda p: yolo.non_max_suppression(p, 0.25, 0.7, rotated=True, overlap="probiou"),
+        lambda p: ultra_nms(p, 0.25, 0.7, nc=classes, rotated=True, max_time_img=1e3),
+        check=identical_detections,
+        note="probIoU mode, conf 0.25, IoU 0.7",
+    )
 
 
 @case("yolo", "yolo_candidates", "reference", "yolo_v5", sizes=("16",), quick=("2",), size_label="images")

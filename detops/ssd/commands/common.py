@@ -22,8 +22,10 @@ def resolve_device(spec: Optional[str]) -> torch.device:
         raise UserError(f"--device {spec!r} is not a device ({exc})") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError(f"--device {spec}: no CUDA GPU is visible (torch {torch.__version__}, "
-                            f"CUDA {torch.version.cuda or 'none'}); use --device cpu")
+            raise UserError(
+                f"--device {spec}: no CUDA GPU is visible (torch {torch.__version__}, "
+                f"CUDA {torch.version.cuda or 'none'}); use --device cpu"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UserError(f"--device {spec}: only {torch.cuda.device_count()} GPU(s) visible")
     elif device.type != "cpu":
@@ -50,8 +52,10 @@ def check_data_root(root: str, option: str = "--data") -> None:
         raise UserError(f"{option} {root}: no such directory")
     for sub in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):
         if not os.path.isdir(os.path.join(root, sub)):
-            raise UserError(f"{option} {root}: not a VOC-format dataset (no {sub}/ inside); "
-                            "make one with: detops data synthetic DIR")
+            raise UserError(
+                f"{option} {root}: not a VOC-format dataset (no {sub}/ inside); "
+                "make one with: detops data synthetic DIR"
+            )
 
 
 def open_dataset(root: str, split: str, **kwargs):
@@ -65,8 +69,10 @@ def open_dataset(root: str, split: str, **kwargs):
         hint = " (--skip-corrupt leaves such files out)" if "corrupt" in str(exc) or "box" in str(exc) else ""
         raise UserError(f"{exc}{hint}") from None
     if len(dataset) == 0:
-        raise UserError(f"{root}: split {split!r} lists no images "
-                        f"({os.path.join(root, 'ImageSets', 'Main', split + '.txt')} is empty)")
+        raise UserError(
+            f"{root}: split {split!r} lists no images "
+            f"({os.path.join(root, 'ImageSets', 'Main', split + '.txt')} is empty)"
+        )
     return dataset
 
 

@@ -53,25 +53,41 @@ def run(args) -> int:
     size = 160
 
     print(f"[1/5] generating {args.train_images} training + {args.test_images} held-out images in {data}", flush=True)
-    generate_voc_dataset(data, n_train=args.train_images, n_test=args.test_images, image_size=size,
-                         seed=args.seed, classes=classes)
+    generate_voc_dataset(
+        data, n_train=args.train_images, n_test=args.test_images, image_size=size, seed=args.seed, classes=classes
+    )
     train_set = CachedDataset(VOCDataset(data, "train", classes=classes), size, augment=True)
     test_set = CachedDataset(VOCDataset(data, "test", keep_difficult=True, classes=classes), size)
 
     model = build_model(len(classes) + 1, "tiny", width=args.width)
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer="adamw", lr=args.lr,
-                      weight_decay=1e-4, bias_lr_factor=1.0, schedule="cosine",
-                      warmup_steps=min(100, len(train_set) // args.batch_size), grad_clip=10.0,
-                      seed=args.seed, checkpoint_every=0)
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer="adamw",
+        lr=args.lr,
+        weight_decay=1e-4,
+        bias_lr_factor=1.0,
+        schedule="cosine",
+        warmup_steps=min(100, len(train_set) // args.batch_size),
+        grad_clip=10.0,
+        seed=args.seed,
+        checkpoint_every=0,
+    )
     preview = torch.stack([test_set[i][0] for i in range(min(4, len(test_set)))])
-    callbacks = [EpochPrinter(), TensorBoardLogger(os.path.join(out, "tensorboard"), preview, classes, log_every=5,
-                                                   image_every=max(1, args.epochs // 4))]
+    callbacks = [
+        EpochPrinter(),
+        TensorBoardLogger(
+            os.path.join(out, "tensorboard"), preview, classes, log_every=5, image_every=max(1, args.epochs // 4)
+        ),
+    ]
     if not args.no_progress:
         callbacks.append(ProgressBar())
-    trainer = Trainer(model, train_set, cfg, device="cpu", checkpoint_dir=out, class_names=classes,
-                      callbacks=callbacks)
-    print(f"[2/5] training the tiny SSD ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
-          f"{model.n_priors} priors) for {args.epochs} epochs on {torch.get_num_threads()} CPU thread(s)", flush=True)
+    trainer = Trainer(model, train_set, cfg, device="cpu", checkpoint_dir=out, class_names=classes, callbacks=callbacks)
+    print(
+        f"[2/5] training the tiny SSD ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
+        f"{model.n_priors} priors) for {args.epochs} epochs on {torch.get_num_threads()} CPU thread(s)",
+        flush=True,
+    )
     t0 = time.perf_counter()
     trainer.fit(handle_signals=True)
     trainer.close()
@@ -81,8 +97,9 @@ def run(args) -> int:
         return 130
 
     print("[3/5] evaluating on the held-out images", flush=True)
-    result = evaluate(model, test_set, MetricSet(VOC07Metric(model.n_classes), COCOMetric(model.n_classes)),
-                      batch_size=64)
+    result = evaluate(
+        model, test_set, MetricSet(VOC07Metric(model.n_classes), COCOMetric(model.n_classes)), batch_size=64
+    )
     print(format_result(result, classes))
 
     print("[4/5] drawing detections and the loss curve", flush=True)
@@ -94,21 +111,32 @@ def run(args) -> int:
         locs, scores = model(images)
         boxes, labels, scores = model.detect_objects(locs, scores, min_score=0.3, max_overlap=0.45, top_k=20)
     for i in range(images.size(0)):
-        draw_detections(denormalize(images[i]).resize((320, 320)), boxes[i], labels[i], scores[i],
-                        classes).save(os.path.join(det_dir, f"test_{i:02d}.png"))
+        draw_detections(denormalize(images[i]).resize((320, 320)), boxes[i], labels[i], scores[i], classes).save(
+            os.path.join(det_dir, f"test_{i:02d}.png")
+        )
     curve = os.path.join(out, "loss_curve.png")
     plot_loss(trainer.history, curve, title="tiny SSD on synthetic shapes")
 
     total_s = time.perf_counter() - t_start
-    summary = {"map_voc07": result["map_voc07"], "map_area": result["map_area"], "map_coco": result["map_coco"],
-               "map_coco_50": result["map_coco_50"], "train_seconds": train_s,
-               "total_seconds": total_s, "epochs": args.epochs, "train_images": len(train_set),
-               "test_images": len(test_set), "eval_images_per_s": result["images_per_s"]}
+    summary = {
+        "map_voc07": result["map_voc07"],
+        "map_area": result["map_area"],
+        "map_coco": result["map_coco"],
+        "map_coco_50": result["map_coco_50"],
+        "train_seconds": train_s,
+        "total_seconds": total_s,
+        "epochs": args.epochs,
+        "train_images": len(train_set),
+        "test_images": len(test_set),
+        "eval_images_per_s": result["images_per_s"],
+    }
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print("[5/5] done")
-    print(f"  mAP (VOC07 11-point) on {len(test_set)} held-out images: {result['map_voc07']:.3f}"
-          f"   (all-point: {result['map_area']:.3f})")
+    print(
+        f"  mAP (VOC07 11-point) on {len(test_set)} held-out images: {result['map_voc07']:.3f}"
+        f"   (all-point: {result['map_area']:.3f})"
+    )
     print(f"  COCO AP@[.5:.95] {result['map_coco']:.3f}   AP@.5 {result['map_coco_50']:.3f}")
     print(f"  training {train_s:.0f} s, total {total_s:.0f} s")
     print(f"  dataset      {data}")

@@ -11,8 +11,9 @@ from detops.ssd.commands.common import check_output_path, load_model_or_fail, re
 def add_arguments(p) -> None:
     p.add_argument("image", help="an image file (anything Pillow reads)")
     p.add_argument("--checkpoint", required=True, help="a checkpoint written by detops train")
-    p.add_argument("--out", default="detections.png",
-                   help="the drawn image; its extension picks the format (.png, .jpg, ...)")
+    p.add_argument(
+        "--out", default="detections.png", help="the drawn image; its extension picks the format (.png, .jpg, ...)"
+    )
     p.add_argument("--min-score", type=float, default=0.2, help="lowest class score shown")
     p.add_argument("--max-overlap", type=float, default=0.45, help="NMS IoU threshold")
     p.add_argument("--top-k", type=int, default=200, help="most detections kept")

@@ -21,11 +21,14 @@ def run(args) -> int:
 
     check_output_path(args.out, "--out")
     model, class_names = load_model_or_fail(args.checkpoint, "cpu")
-    program = export_detector(model, args.batch_size, min_score=args.min_score, max_overlap=args.max_overlap,
-                              top_k=args.top_k)
+    program = export_detector(
+        model, args.batch_size, min_score=args.min_score, max_overlap=args.max_overlap, top_k=args.top_k
+    )
     torch.export.save(program, args.out)
     s = model.input_size
-    print(f"exported to {args.out}: images [{args.batch_size}, 3, {s}, {s}] (normalised) -> boxes "
-          f"[{args.batch_size}, {args.top_k}, 4] fractional xyxy, scores, labels (-1 pads), counts; classes "
-          f"{class_names}\nload it with: import detops, torch; torch.export.load({args.out!r})")
+    print(
+        f"exported to {args.out}: images [{args.batch_size}, 3, {s}, {s}] (normalised) -> boxes "
+        f"[{args.batch_size}, {args.top_k}, 4] fractional xyxy, scores, labels (-1 pads), counts; classes "
+        f"{class_names}\nload it with: import detops, torch; torch.export.load({args.out!r})"
+    )
     return 0
