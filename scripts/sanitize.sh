@@ -36,7 +36,9 @@ SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-fram
     { tail -40 build.log; echo "sanitize: build failed (log: $WORK/build.log)" >&2; exit 1; }
 )
 LIB="$WORK/detops/_C.abi3.so"
-if ! nm -D "$LIB" | grep -q __asan_; then
+# Not `nm | grep -q`: grep -q exits at the first match, nm then dies of SIGPIPE and, under pipefail, the
+# pipeline reports failure for a library that is instrumented.
+if ! nm -D "$LIB" | grep -c __asan_ > /dev/null; then
   echo "sanitize: $LIB was not built with AddressSanitizer" >&2
   exit 1
 fi
