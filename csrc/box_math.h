@@ -7,6 +7,7 @@
 #pragma once
 
 #include <c10/macros/Macros.h>
+
 #include <cmath>
 #include <cstdint>
 
@@ -118,8 +119,8 @@ DETOPS_HD T aspect_penalty(T angle_a, T angle_b) {
 // (intersection over the area of a, as mmcv's bbox_overlaps(mode="iof")). Per-box values (area, and the
 // aspect angle, which only CIoU reads) come precomputed: a matrix needs them once per box, not per pair.
 template <typename T>
-DETOPS_HD T pairwise_overlap(IouMode mode, const Box<T>& a, const Box<T>& b, T area_a, T area_b, T angle_a,
-                             T angle_b, T eps) {
+DETOPS_HD T pairwise_overlap(IouMode mode, const Box<T>& a, const Box<T>& b, T area_a, T area_b, T angle_a, T angle_b,
+                             T eps) {
   const T inter = intersection(a, b);
   if (mode == IouMode::IoF) return inter / area_a;
   const T uni = area_a + area_b - inter;

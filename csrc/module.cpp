@@ -4,8 +4,8 @@
 
 extern "C" {
 PyMODINIT_FUNC PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", "detops native ops (see torch.ops.detops)",
-                                          -1, nullptr};
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", "detops native ops (see torch.ops.detops)", -1,
+                                          nullptr};
   return PyModule_Create(&module_def);
 }
 }

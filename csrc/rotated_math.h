@@ -66,10 +66,18 @@ DETOPS_HD RotatedBox<T> load_rotated(const T* p) {
   if (!rot_finite(q)) quarter = 0;
   if (quarter < 0) quarter += 4;
   switch (quarter) {
-    case 0: b.c = c0, b.s = s0; break;
-    case 1: b.c = -s0, b.s = c0; break;
-    case 2: b.c = -c0, b.s = -s0; break;
-    default: b.c = s0, b.s = -c0; break;
+    case 0:
+      b.c = c0, b.s = s0;
+      break;
+    case 1:
+      b.c = -s0, b.s = c0;
+      break;
+    case 2:
+      b.c = -c0, b.s = -s0;
+      break;
+    default:
+      b.c = s0, b.s = -c0;
+      break;
   }
   return b;
 }

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 "$PY" -m pip install -q --disable-pip-version-check \
   torch==2.14.1 torchvision==0.29.1 \
-  setuptools wheel ninja pybind11 numpy pillow tqdm tensorboard matplotlib pytest pytest-benchmark hypothesis pycocotools shapely ruff==0.17.6 \
+  setuptools wheel ninja pybind11 numpy pillow tqdm tensorboard matplotlib pytest pytest-benchmark hypothesis pycocotools shapely ruff==0.17.6 clang-format==19.1.7 \
   opencv-python-headless pyyaml requests
 # ultralytics is the YOLO tests' and benchmarks' anchor; without its own dependency list, which would pull the
 # GUI build of OpenCV and packages its post-processing never imports.

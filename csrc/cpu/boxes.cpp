@@ -1,5 +1,7 @@
 // CPU kernels of the overlap ops (CUDA twin: cuda/boxes.cu; reference: detops/reference/boxes.py).
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include "ops/boxes.h"
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -8,7 +10,6 @@
 
 #include "box_math.h"
 #include "cpu/large_output.h"
-#include "ops/boxes.h"
 
 namespace detops {
 namespace {
@@ -99,8 +100,7 @@ void aligned_all(AlignedProblem& p) {
   });
 }
 
-at::Tensor box_iou_aligned_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode,
-                               double eps) {
+at::Tensor box_iou_aligned_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode, double eps) {
   AlignedProblem p = prepare_aligned(boxes1, boxes2, mode, eps);
   AT_DISPATCH_FLOATING_TYPES(p.a.scalar_type(), "box_iou_aligned_cpu", [&] {
     dispatch_iou_mode(p.mode, [&](auto mode) { aligned_all<scalar_t, decltype(mode)::value>(p); });

@@ -1,5 +1,7 @@
 // CPU kernels of box coding (CUDA twin: cuda/coding.cu; reference: detops/reference/coding.py).
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include "ops/coding.h"
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -10,9 +12,8 @@
 #include <type_traits>
 
 #include "box_math.h"
-#include "cpu/vector_math.h"
 #include "cpu/target_clones.h"
-#include "ops/coding.h"
+#include "cpu/vector_math.h"
 
 namespace detops {
 namespace {

@@ -3,14 +3,14 @@
 // kFocalBlock-element blocks in double, then the blocks in index order, so the sum does not depend on the
 // number of threads.
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include "ops/focal_loss.h"
+
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <vector>
-
-#include "ops/focal_loss.h"
 
 namespace detops {
 namespace {
@@ -26,8 +26,7 @@ at::Tensor sigmoid_focal_loss_cpu(const at::Tensor& inputs, const at::Tensor& ta
     scalar_t* out = p.out.data_ptr<scalar_t>();
     if (p.reduction == Reduction::kNone) {
       at::parallel_for(0, p.n, 2048, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i)
-          out[i] = static_cast<scalar_t>(focal_loss_value<acc_t>(x[i], t[i], a, g));
+        for (int64_t i = begin; i < end; ++i) out[i] = static_cast<scalar_t>(focal_loss_value<acc_t>(x[i], t[i], a, g));
       });
       return;
     }

@@ -3,6 +3,8 @@
 // order-preserving keys finds the k-th largest negative loss t; every negative above t is selected, and of
 // those equal to t the first ones by index.
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include "ops/hard_negatives.h"
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -14,9 +16,8 @@
 #include <vector>
 
 #include "box_math.h"
-#include "cpu/vector_math.h"
 #include "cpu/target_clones.h"
-#include "ops/hard_negatives.h"
+#include "cpu/vector_math.h"
 
 namespace detops {
 namespace {
@@ -80,8 +81,7 @@ at::Tensor hard_negative_mining_cpu(const at::Tensor& conf_loss, const at::Tenso
 template <typename T>
 DETOPS_TARGET_CLONES bool cross_entropy_block(const T* __restrict__ x, const int64_t* __restrict__ target,
                                               T* __restrict__ out, int64_t rows, int64_t C, int64_t ignore,
-                                              T* __restrict__ cols, T* __restrict__ row_max,
-                                              T* __restrict__ row_sum) {
+                                              T* __restrict__ cols, T* __restrict__ row_max, T* __restrict__ row_sum) {
   // The transpose goes 8 rows at a time so its stores fill whole lines of `cols` (one row at a time, each
   // store lands on a different line: a third of the kernel's time).
   int64_t r0 = 0;

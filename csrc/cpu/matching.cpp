@@ -1,5 +1,7 @@
 // CPU kernels of prior matching (CUDA twin: cuda/matching.cu; reference: detops/reference/matching.py).
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include "ops/matching.h"
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -11,7 +13,6 @@
 #include <vector>
 
 #include "box_math.h"
-#include "ops/matching.h"
 
 namespace detops {
 namespace {
@@ -116,10 +117,9 @@ void match_image(const T* gt, const int64_t* gt_labels, int64_t n_obj, const Pri
   }
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> match_priors_cpu(const at::Tensor& gt_boxes,
-                                                                const at::Tensor& gt_labels, const at::Tensor& counts,
-                                                                const at::Tensor& priors_cxcy, double threshold,
-                                                                at::ArrayRef<double> weights) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> match_priors_cpu(const at::Tensor& gt_boxes, const at::Tensor& gt_labels,
+                                                                const at::Tensor& counts, const at::Tensor& priors_cxcy,
+                                                                double threshold, at::ArrayRef<double> weights) {
   MatchProblem p = prepare_match_priors(gt_boxes, gt_labels, counts, priors_cxcy, threshold, weights);
   check_match_values_cpu(p);
   at::Tensor labels = at::empty({p.B, p.P}, p.labels.options());

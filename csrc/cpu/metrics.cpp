@@ -3,14 +3,14 @@
 // matrix is computed once and shared by every area range and threshold. Accumulation: one task per
 // (threshold, class, area range, maxDets).
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include "ops/metrics.h"
+
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <tuple>
 #include <vector>
-
-#include "ops/metrics.h"
 
 namespace detops {
 namespace {
@@ -53,12 +53,9 @@ at::Tensor coco_match_cpu(const at::Tensor& dt_boxes, const at::Tensor& gt_boxes
   return p.matched;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cpu(const at::Tensor& status, const at::Tensor& scores,
-                                                                   const at::Tensor& rank,
-                                                                   const at::Tensor& class_offsets,
-                                                                   const at::Tensor& positives,
-                                                                   const at::Tensor& rec_thresholds,
-                                                                   at::IntArrayRef max_detections) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cpu(
+    const at::Tensor& status, const at::Tensor& scores, const at::Tensor& rank, const at::Tensor& class_offsets,
+    const at::Tensor& positives, const at::Tensor& rec_thresholds, at::IntArrayRef max_detections) {
   CocoAccumulateProblem p =
       prepare_coco_accumulate(status, scores, rank, class_offsets, positives, rec_thresholds, max_detections);
   const int64_t T = p.T, K = p.K, A = p.A, M = p.M, R = p.R, D = p.D;
@@ -72,8 +69,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cpu(const at::Ten
   double* rec = p.recall.mutable_data_ptr<double>();
   double* outs = p.out_scores.mutable_data_ptr<double>();
   for (int64_t k = 0; k < K; ++k)
-    TORCH_CHECK(off[k] >= 0 && off[k] <= off[k + 1] && off[k + 1] <= D, "coco_accumulate: class_offsets of class ",
-                k, " are out of range");
+    TORCH_CHECK(off[k] >= 0 && off[k] <= off[k + 1] && off[k + 1] <= D, "coco_accumulate: class_offsets of class ", k,
+                " are out of range");
   const int64_t* max_dets = p.max_dets.data();
   at::parallel_for(0, T * K * A * M, 16, [&](int64_t begin, int64_t end) {
     for (int64_t job = begin; job < end; ++job)

@@ -5,6 +5,8 @@
 // multiclass_nms and soft_nms are written once for both geometries (cpu/multiclass_nms.h, cpu/soft_nms.h;
 // the rotated family runs them on its own boxes).
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include "ops/nms.h"
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -20,7 +22,6 @@
 #include "cpu/nms_sweep.h"
 #include "cpu/soft_nms.h"
 #include "cpu/task_queue.h"
-#include "ops/nms.h"
 
 namespace detops {
 namespace {
@@ -144,13 +145,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_nms_cpu(
     const at::Tensor& boxes, const at::Tensor& scores, double score_threshold, double iou_threshold,
     int64_t max_detections, int64_t background_class, int64_t max_candidates_per_class) {
   return multiclass_nms_on_cpu<Columns>(prepare_multiclass(boxes, scores, score_threshold, iou_threshold,
-                                                           max_detections, background_class,
-                                                           max_candidates_per_class));
+                                                           max_detections, background_class, max_candidates_per_class));
 }
 
-std::tuple<at::Tensor, at::Tensor> soft_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores,
-                                                double iou_threshold, double sigma, double score_threshold,
-                                                c10::string_view method) {
+std::tuple<at::Tensor, at::Tensor> soft_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold,
+                                                double sigma, double score_threshold, c10::string_view method) {
   return soft_nms_on_cpu<Columns>(prepare_soft_nms(boxes, scores, iou_threshold, sigma, score_threshold, method));
 }
 

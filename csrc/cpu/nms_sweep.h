@@ -17,10 +17,10 @@
 #include <vector>
 
 #include "box_math.h"
-#include "nms_geometry.h"
-#include "ordered_key.h"
 #include "cpu/radix_sort.h"
 #include "cpu/target_clones.h"
+#include "nms_geometry.h"
+#include "ordered_key.h"
 
 namespace detops {
 
@@ -73,8 +73,8 @@ struct Columns {
   std::vector<Flag<T>> removed;
   void resize(int64_t n) {
     const size_t m = static_cast<size_t>(n);
-    if (x1.size() < m) x1.resize(m), y1.resize(m), x2.resize(m), y2.resize(m), ar.resize(m), id.resize(m),
-          removed.resize(m);
+    if (x1.size() < m)
+      x1.resize(m), y1.resize(m), x2.resize(m), y2.resize(m), ar.resize(m), id.resize(m), removed.resize(m);
   }
   void set(int64_t k, const T* box, int64_t box_id) {
     x1[k] = box[0], y1[k] = box[1], x2[k] = box[2], y2[k] = box[3];
@@ -99,9 +99,9 @@ struct Columns {
 // vectorises (an AVX2 clone too: cpu/target_clones.h).
 template <typename T>
 DETOPS_TARGET_CLONES int64_t suppress_sweep(const T* __restrict__ x1, const T* __restrict__ y1,
-                                         const T* __restrict__ x2, const T* __restrict__ y2,
-                                         const T* __restrict__ ar, Flag<T>* __restrict__ removed, T ax1, T ay1,
-                                         T ax2, T ay2, T aa, T thr, int64_t begin, int64_t end) {
+                                            const T* __restrict__ x2, const T* __restrict__ y2,
+                                            const T* __restrict__ ar, Flag<T>* __restrict__ removed, T ax1, T ay1,
+                                            T ax2, T ay2, T aa, T thr, int64_t begin, int64_t end) {
   const Box<T> a{ax1, ay1, ax2, ay2};
   Flag<T> dead = 0;
   for (int64_t j = begin; j < end; ++j) {
@@ -114,10 +114,10 @@ DETOPS_TARGET_CLONES int64_t suppress_sweep(const T* __restrict__ x1, const T* _
 }
 
 template <typename T>
-inline int64_t suppress_range(const Columns<T>& c, Flag<T>* removed, const Box<T>& a, T aa, T thr,
-                              int64_t begin, int64_t end) {
+inline int64_t suppress_range(const Columns<T>& c, Flag<T>* removed, const Box<T>& a, T aa, T thr, int64_t begin,
+                              int64_t end) {
   return suppress_sweep<T>(c.x1.data(), c.y1.data(), c.x2.data(), c.y2.data(), c.ar.data(), removed, a.x1, a.y1, a.x2,
-                    a.y2, aa, thr, begin, end);
+                           a.y2, aa, thr, begin, end);
 }
 
 // Greedy NMS over the first n entries of c (rank order). Writes the ids of kept boxes, in order, to keep and
@@ -142,9 +142,8 @@ int64_t greedy_nms(Columns<T>& c, int64_t n, T thr, int64_t max_keep, int64_t* k
     int64_t dead = 0;
     if (may_split && len - i > kParallelSweep) {
       std::atomic<int64_t> dead_all{0};
-      at::parallel_for(i + 1, len, kParallelSweep / 2, [&](int64_t b, int64_t e) {
-        dead_all.fetch_add(suppress_range(c, removed, a, aa, thr, b, e));
-      });
+      at::parallel_for(i + 1, len, kParallelSweep / 2,
+                       [&](int64_t b, int64_t e) { dead_all.fetch_add(suppress_range(c, removed, a, aa, thr, b, e)); });
       dead = dead_all.load();
     } else {
       dead = suppress_range(c, removed, a, aa, thr, i + 1, len);
@@ -181,11 +180,10 @@ struct XSorted {
 };
 
 template <typename T>
-DETOPS_TARGET_CLONES void suppress_ranked(const T* __restrict__ x1, const T* __restrict__ y1,
-                                          const T* __restrict__ x2, const T* __restrict__ y2,
-                                          const T* __restrict__ ar, const int32_t* __restrict__ rank,
-                                          Flag<T>* __restrict__ removed, T ax1, T ay1, T ax2, T ay2, T aa, T thr,
-                                          int32_t r, int64_t begin, int64_t end) {
+DETOPS_TARGET_CLONES void suppress_ranked(const T* __restrict__ x1, const T* __restrict__ y1, const T* __restrict__ x2,
+                                          const T* __restrict__ y2, const T* __restrict__ ar,
+                                          const int32_t* __restrict__ rank, Flag<T>* __restrict__ removed, T ax1, T ay1,
+                                          T ax2, T ay2, T aa, T thr, int32_t r, int64_t begin, int64_t end) {
   const Box<T> a{ax1, ay1, ax2, ay2};
   for (int64_t j = begin; j < end; ++j) {
     const Box<T> b{x1[j], y1[j], x2[j], y2[j]};
@@ -215,8 +213,8 @@ int64_t greedy_nms_xsorted(const Columns<T>& c, int64_t n, T thr, int64_t max_ke
     if (s.removed[q]) continue;
     keep[kept++] = c.id[r];
     const T ax1 = s.x1[q], ax2 = s.x2[q];
-    const int64_t lo = std::partition_point(s.pmx2.begin(), s.pmx2.end(), [&](T v) { return !(v > ax1); }) -
-                       s.pmx2.begin();
+    const int64_t lo =
+        std::partition_point(s.pmx2.begin(), s.pmx2.end(), [&](T v) { return !(v > ax1); }) - s.pmx2.begin();
     const int64_t hi = std::partition_point(s.x1.begin(), s.x1.end(), [&](T v) { return v < ax2; }) - s.x1.begin();
     if (lo < hi)
       suppress_ranked<T>(s.x1.data(), s.y1.data(), s.x2.data(), s.y2.data(), s.ar.data(), s.rank.data(),
@@ -229,8 +227,7 @@ int64_t greedy_nms_xsorted(const Columns<T>& c, int64_t n, T thr, int64_t max_ke
 constexpr int64_t kXSortedMin = 2048;
 template <typename T>
 int64_t run_nms(Columns<T>& c, int64_t n, T thr, int64_t max_keep, int64_t* keep) {
-  if (n >= kXSortedMin && thr >= T(0) && n < (int64_t(1) << 31))
-    return greedy_nms_xsorted(c, n, thr, max_keep, keep);
+  if (n >= kXSortedMin && thr >= T(0) && n < (int64_t(1) << 31)) return greedy_nms_xsorted(c, n, thr, max_keep, keep);
   return greedy_nms(c, n, thr, max_keep, keep);
 }
 

@@ -3,6 +3,8 @@
 // candidates; then, with each chunk's output offset from the prefix sum of the counts, write the candidates
 // in row order. A row that fails objectness costs one load; only candidates' boxes are read.
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include "ops/yolo.h"
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -16,7 +18,6 @@
 #include <vector>
 
 #include "cpu/target_clones.h"
-#include "ops/yolo.h"
 
 namespace detops {
 namespace {

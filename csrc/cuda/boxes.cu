@@ -12,12 +12,14 @@ namespace {
 
 constexpr int kTileM = 128;  // columns (boxes2) per block: consecutive threads write consecutive outputs
 constexpr int kTileN = 2;    // rows (boxes1) per block: 256 threads, so ptxas may give a CIoU thread 255 registers
+constexpr int kTileThreads = kTileM * kTileN;
 
 // One output per thread; blocks stride over rows and batch entries so any N and batch fit the grid. T is the
 // compute type, O the output's (float32 for integer boxes computed in float64).
 template <typename T, typename O, IouMode kMode>
-__global__ void __launch_bounds__(kTileM * kTileN) pairwise_kernel(const T* __restrict__ a, const T* __restrict__ b, O* __restrict__ out,
-                                BoxFormat fmt, int64_t a_bs, int64_t b_bs, int64_t batch, int64_t n, int64_t m, T eps) {
+__global__ void __launch_bounds__(kTileThreads)
+    pairwise_kernel(const T* __restrict__ a, const T* __restrict__ b, O* __restrict__ out, BoxFormat fmt, int64_t a_bs,
+                    int64_t b_bs, int64_t batch, int64_t n, int64_t m, T eps) {
   const int64_t j = static_cast<int64_t>(blockIdx.x) * kTileM + threadIdx.x;
   if (j >= m) return;
   for (int64_t e = blockIdx.z; e < batch; e += gridDim.z) {
@@ -29,8 +31,7 @@ __global__ void __launch_bounds__(kTileM * kTileN) pairwise_kernel(const T* __re
       T area_a;
       const Box<T> ai = load_corners(a + e * a_bs + 4 * i, fmt, area_a);  // one address per warp: a broadcast
       const T angle_a = kMode == IouMode::CIoU ? aspect_angle(ai) : T(0);
-      out[(e * n + i) * m + j] =
-          static_cast<O>(pairwise_overlap(kMode, ai, bj, area_a, area_b, angle_a, angle_b, eps));
+      out[(e * n + i) * m + j] = static_cast<O>(pairwise_overlap(kMode, ai, bj, area_a, area_b, angle_a, angle_b, eps));
     }
   }
 }
@@ -48,8 +49,9 @@ void launch_pairwise(PairwiseProblem& p) {
 }
 
 template <typename T>
-__global__ void __launch_bounds__(cuda::kThreads) aligned_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out, int64_t count,
-                               IouMode mode, T eps) {
+__global__ void __launch_bounds__(cuda::kThreads)
+    aligned_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out, int64_t count, IouMode mode,
+                   T eps) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     out[i] = aligned_overlap(mode, load_box(a + 4 * i), load_box(b + 4 * i), eps);
@@ -72,8 +74,7 @@ at::Tensor box_overlap_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, 
   return finish_pairwise(p);
 }
 
-at::Tensor box_iou_aligned_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode,
-                                double eps) {
+at::Tensor box_iou_aligned_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode, double eps) {
   AlignedProblem p = prepare_aligned(boxes1, boxes2, mode, eps);
   const c10::cuda::CUDAGuard guard(p.a.device());  // after prepare_*'s device checks
   if (p.count > 0) {

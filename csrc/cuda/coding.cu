@@ -13,16 +13,18 @@ namespace detops {
 namespace {
 
 template <typename T>
-__global__ void __launch_bounds__(cuda::kThreads) encode_kernel(const T* __restrict__ g, const T* __restrict__ a, T* __restrict__ out, int64_t count,
-                              int64_t period, CodingWeights w) {
+__global__ void __launch_bounds__(cuda::kThreads)
+    encode_kernel(const T* __restrict__ g, const T* __restrict__ a, T* __restrict__ out, int64_t count, int64_t period,
+                  CodingWeights w) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     encode_box(load_box(g + 4 * i), load_box(a + 4 * (i % period)), w, out + 4 * i);
 }
 
 template <typename T>
-__global__ void __launch_bounds__(cuda::kThreads) decode_kernel(const T* __restrict__ d, const T* __restrict__ a, T* __restrict__ out, int64_t count,
-                              int64_t period, CodingWeights w, T clamp) {
+__global__ void __launch_bounds__(cuda::kThreads)
+    decode_kernel(const T* __restrict__ d, const T* __restrict__ a, T* __restrict__ out, int64_t count, int64_t period,
+                  CodingWeights w, T clamp) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     decode_box(d + 4 * i, load_box(a + 4 * (i % period)), w, clamp, out + 4 * i);

@@ -28,8 +28,8 @@ __global__ void __launch_bounds__(cuda::kThreads)
 // memory adds the threads, so a block's sum is the same on every run.
 template <typename scalar_t>
 __global__ void __launch_bounds__(cuda::kThreads)
-    focal_partial_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ t,
-                         double* __restrict__ partial, int64_t n, double alpha, double gamma) {
+    focal_partial_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ t, double* __restrict__ partial,
+                         int64_t n, double alpha, double gamma) {
   using acc_t = at::opmath_type<scalar_t>;
   __shared__ double s[cuda::kThreads];
   const acc_t a = static_cast<acc_t>(alpha), g = static_cast<acc_t>(gamma);
@@ -49,9 +49,8 @@ __global__ void __launch_bounds__(cuda::kThreads)
 // The blocks' sums in index order (one thread: there are n / 4096 of them), divided by n for the mean
 // (NaN for n = 0, as torch.mean gives).
 template <typename scalar_t>
-__global__ void __launch_bounds__(1)
-    focal_total_kernel(const double* __restrict__ partial, int64_t blocks, int64_t n, bool mean,
-                       scalar_t* __restrict__ out) {
+__global__ void __launch_bounds__(1) focal_total_kernel(const double* __restrict__ partial, int64_t blocks, int64_t n,
+                                                        bool mean, scalar_t* __restrict__ out) {
   double total = 0;
   for (int64_t b = 0; b < blocks; ++b) total += partial[b];
   if (mean) total /= static_cast<double>(n);
@@ -87,8 +86,8 @@ at::Tensor sigmoid_focal_loss_cuda(const at::Tensor& inputs, const at::Tensor& t
     scalar_t* out = p.out.data_ptr<scalar_t>();
     if (p.reduction == Reduction::kNone) {
       if (p.n == 0) return;
-      focal_loss_kernel<scalar_t><<<cuda::blocks_for(p.n), cuda::kThreads, 0, cuda::stream()>>>(x, t, out, p.n,
-                                                                                                 p.alpha, p.gamma);
+      focal_loss_kernel<scalar_t>
+          <<<cuda::blocks_for(p.n), cuda::kThreads, 0, cuda::stream()>>>(x, t, out, p.n, p.alpha, p.gamma);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       return;
     }
@@ -100,16 +99,15 @@ at::Tensor sigmoid_focal_loss_cuda(const at::Tensor& inputs, const at::Tensor& t
           x, t, partial.data_ptr<double>(), p.n, p.alpha, p.gamma);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
-    focal_total_kernel<scalar_t><<<1, 1, 0, cuda::stream()>>>(partial.data_ptr<double>(), blocks, p.n,
-                                                              p.reduction == Reduction::kMean, out);
+    focal_total_kernel<scalar_t>
+        <<<1, 1, 0, cuda::stream()>>>(partial.data_ptr<double>(), blocks, p.n, p.reduction == Reduction::kMean, out);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return p.out;
 }
 
-at::Tensor sigmoid_focal_loss_backward_cuda(const at::Tensor& grad, const at::Tensor& inputs,
-                                            const at::Tensor& targets, double alpha, double gamma,
-                                            c10::string_view reduction) {
+at::Tensor sigmoid_focal_loss_backward_cuda(const at::Tensor& grad, const at::Tensor& inputs, const at::Tensor& targets,
+                                            double alpha, double gamma, c10::string_view reduction) {
   FocalBackwardProblem p = prepare_sigmoid_focal_loss_backward(grad, inputs, targets, alpha, gamma, reduction);
   const c10::cuda::CUDAGuard guard(p.inputs.device());  // after prepare_*'s device checks
   if (p.n == 0) return p.out;

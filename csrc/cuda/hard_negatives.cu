@@ -141,8 +141,9 @@ at::Tensor hard_negative_mining_cuda(const at::Tensor& conf_loss, const at::Tens
 // kernel. A target equal to `ignore` gives 0; any other target outside [0, C) gives NaN: raising would need a
 // host synchronisation.
 template <typename T>
-__global__ void __launch_bounds__(cuda::kThreads) cross_entropy_kernel(const T* __restrict__ x, const int64_t* __restrict__ target, T* __restrict__ out,
-                                     int64_t rows, int64_t C, int64_t ignore) {
+__global__ void __launch_bounds__(cuda::kThreads)
+    cross_entropy_kernel(const T* __restrict__ x, const int64_t* __restrict__ target, T* __restrict__ out, int64_t rows,
+                         int64_t C, int64_t ignore) {
   for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < rows; r += int64_t(gridDim.x) * blockDim.x) {
     const T* row = x + r * C;
     T m = row[0];
@@ -150,9 +151,7 @@ __global__ void __launch_bounds__(cuda::kThreads) cross_entropy_kernel(const T* 
     T sum = 0;
     for (int64_t c = 0; c < C; ++c) sum += exp(row[c] - m);
     const int64_t t = target[r];
-    out[r] = t == ignore               ? T(0)
-             : (t >= 0 && t < C) ? log(sum) - (row[t] - m)
-                                 : std::numeric_limits<T>::quiet_NaN();
+    out[r] = t == ignore ? T(0) : (t >= 0 && t < C) ? log(sum) - (row[t] - m) : std::numeric_limits<T>::quiet_NaN();
   }
 }
 

@@ -111,9 +111,10 @@ __global__ void __launch_bounds__(kMatchThreads)
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kForceThreads) match_force_kernel(const int64_t* __restrict__ counts, int64_t B, int64_t G, int64_t P, int64_t nblk,
-                                   const T* __restrict__ part_val, const int* __restrict__ part_idx,
-                                   T* __restrict__ targets, int64_t* __restrict__ matched) {
+__global__ void __launch_bounds__(kForceThreads)
+    match_force_kernel(const int64_t* __restrict__ counts, int64_t B, int64_t G, int64_t P, int64_t nblk,
+                       const T* __restrict__ part_val, const int* __restrict__ part_idx, T* __restrict__ targets,
+                       int64_t* __restrict__ matched) {
   const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (b >= B) return;
   const int64_t n_obj = min(max(counts[b], int64_t(0)), G);
@@ -130,10 +131,11 @@ __global__ void __launch_bounds__(kForceThreads) match_force_kernel(const int64_
 }
 
 template <typename T>
-__global__ void __launch_bounds__(cuda::kThreads) match_finish_kernel(const T* __restrict__ gt, const int64_t* __restrict__ gt_labels,
-                                    const int64_t* __restrict__ counts, const T* __restrict__ priors_cxcy, int64_t B,
-                                    int64_t G, int64_t P, T threshold, CodingWeights w, int64_t* __restrict__ labels,
-                                    int64_t* __restrict__ matched, T* __restrict__ targets) {
+__global__ void __launch_bounds__(cuda::kThreads)
+    match_finish_kernel(const T* __restrict__ gt, const int64_t* __restrict__ gt_labels,
+                        const int64_t* __restrict__ counts, const T* __restrict__ priors_cxcy, int64_t B, int64_t G,
+                        int64_t P, T threshold, CodingWeights w, int64_t* __restrict__ labels,
+                        int64_t* __restrict__ matched, T* __restrict__ targets) {
   const int64_t total = B * P;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -170,11 +172,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> match_priors_cuda(const at::Tenso
     if (p.G > 0) {
       at::Tensor part_val = at::empty({p.B, nblk, p.G}, p.boxes.options());
       at::Tensor part_idx = at::empty({p.B, nblk, p.G}, p.labels.options().dtype(at::kInt));
-      match_pass1_kernel<scalar_t><<<dim3(static_cast<unsigned>(nblk), static_cast<unsigned>(p.B)), kMatchThreads, 0,
-                                     cuda::stream()>>>(
-          p.boxes.data_ptr<scalar_t>(), p.counts.data_ptr<int64_t>(), p.priors_xy.data_ptr<scalar_t>(), p.G, p.P,
-          targets.data_ptr<scalar_t>(), matched.data_ptr<int64_t>(), part_val.data_ptr<scalar_t>(),
-          part_idx.data_ptr<int>());
+      match_pass1_kernel<scalar_t>
+          <<<dim3(static_cast<unsigned>(nblk), static_cast<unsigned>(p.B)), kMatchThreads, 0, cuda::stream()>>>(
+              p.boxes.data_ptr<scalar_t>(), p.counts.data_ptr<int64_t>(), p.priors_xy.data_ptr<scalar_t>(), p.G, p.P,
+              targets.data_ptr<scalar_t>(), matched.data_ptr<int64_t>(), part_val.data_ptr<scalar_t>(),
+              part_idx.data_ptr<int>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       match_force_kernel<scalar_t><<<cuda::blocks_for(p.B, kForceThreads), kForceThreads, 0, cuda::stream()>>>(
           p.counts.data_ptr<int64_t>(), p.B, p.G, p.P, nblk, part_val.data_ptr<scalar_t>(), part_idx.data_ptr<int>(),
@@ -193,7 +195,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> match_priors_cuda(const at::Tenso
 // ---- torchvision's Matcher rule ----
 
 template <typename T>
-__global__ void __launch_bounds__(kMatchThreads) row_max_kernel(const T* __restrict__ q, int64_t P, T* __restrict__ row_max) {
+__global__ void __launch_bounds__(kMatchThreads)
+    row_max_kernel(const T* __restrict__ q, int64_t P, T* __restrict__ row_max) {
   __shared__ T s[kMatchThreads];
   const int64_t row = blockIdx.x;  // n * G + g
   const T* r = q + row * P;
@@ -209,8 +212,9 @@ __global__ void __launch_bounds__(kMatchThreads) row_max_kernel(const T* __restr
 }
 
 template <typename T>
-__global__ void __launch_bounds__(cuda::kThreads) matcher_kernel(const T* __restrict__ q, const T* __restrict__ row_max, int64_t N, int64_t G,
-                               int64_t P, T high, T low, bool allow_low, int64_t* __restrict__ out) {
+__global__ void __launch_bounds__(cuda::kThreads)
+    matcher_kernel(const T* __restrict__ q, const T* __restrict__ row_max, int64_t N, int64_t G, int64_t P, T high,
+                   T low, bool allow_low, int64_t* __restrict__ out) {
   const int64_t total = N * P;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {

@@ -29,9 +29,8 @@ at::Tensor batched_nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, c
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_nms_cuda(
     const at::Tensor& boxes, const at::Tensor& scores, double score_threshold, double iou_threshold,
     int64_t max_detections, int64_t background_class, int64_t max_candidates_per_class) {
-  return multiclass_nms_on_cuda<AxisAligned>(prepare_multiclass(boxes, scores, score_threshold, iou_threshold,
-                                                                max_detections, background_class,
-                                                                max_candidates_per_class));
+  return multiclass_nms_on_cuda<AxisAligned>(prepare_multiclass(
+      boxes, scores, score_threshold, iou_threshold, max_detections, background_class, max_candidates_per_class));
 }
 
 std::tuple<at::Tensor, at::Tensor> soft_nms_cuda(const at::Tensor& boxes, const at::Tensor& scores,

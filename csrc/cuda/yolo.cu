@@ -25,8 +25,9 @@ struct RowLayout {
 };
 
 template <typename T>
-__global__ void __launch_bounds__(cuda::kThreads) score_rows_kernel(const T* __restrict__ pred, RowLayout layout, int64_t rows, T thr,
-                                  T* __restrict__ best, int64_t* __restrict__ label, bool* __restrict__ candidate) {
+__global__ void __launch_bounds__(cuda::kThreads)
+    score_rows_kernel(const T* __restrict__ pred, RowLayout layout, int64_t rows, T thr, T* __restrict__ best,
+                      int64_t* __restrict__ label, bool* __restrict__ candidate) {
   for (int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; r < rows;
        r += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     label[r] = best_class_of_row(pred + layout.offset(r), layout.stride_d, layout.C, layout.first_class,
@@ -36,9 +37,10 @@ __global__ void __launch_bounds__(cuda::kThreads) score_rows_kernel(const T* __r
 }
 
 template <typename T>
-__global__ void __launch_bounds__(cuda::kThreads) write_candidates_kernel(const T* __restrict__ pred, RowLayout layout, const int64_t* __restrict__ rows,
-                                        int64_t K, const T* __restrict__ best, const int64_t* __restrict__ label,
-                                        T* __restrict__ boxes, T* __restrict__ scores, int64_t* __restrict__ labels) {
+__global__ void __launch_bounds__(cuda::kThreads)
+    write_candidates_kernel(const T* __restrict__ pred, RowLayout layout, const int64_t* __restrict__ rows, int64_t K,
+                            const T* __restrict__ best, const int64_t* __restrict__ label, T* __restrict__ boxes,
+                            T* __restrict__ scores, int64_t* __restrict__ labels) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < K;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t r = rows[i];

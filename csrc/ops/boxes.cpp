@@ -91,8 +91,8 @@ static at::Tensor as_batched(const at::Tensor& t, at::IntArrayRef lead, int64_t 
   return r;
 }
 
-PairwiseProblem prepare_pairwise(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode,
-                                 double eps, c10::string_view fmt, bool allocate_out) {
+PairwiseProblem prepare_pairwise(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode, double eps,
+                                 c10::string_view fmt, bool allocate_out) {
   check_pair(boxes1, boxes2, 2);
   PairwiseProblem p;
   p.mode = parse_iou_mode(mode);
@@ -118,8 +118,7 @@ PairwiseProblem prepare_pairwise(const at::Tensor& boxes1, const at::Tensor& box
 
 at::Tensor finish_pairwise(PairwiseProblem& p) { return p.out.view(p.out_shape); }
 
-AlignedProblem prepare_aligned(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode,
-                               double eps) {
+AlignedProblem prepare_aligned(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode, double eps) {
   check_pair(boxes1, boxes2, 1);
   TORCH_CHECK(boxes1.sizes() == boxes2.sizes(), "aligned overlaps need boxes1 and boxes2 of one shape, got ",
               shape_str(boxes1), " and ", shape_str(boxes2));

@@ -40,11 +40,16 @@ DETOPS_HD Box<T> load_corners(const T* p, BoxFormat fmt, T& area_out) {
 template <typename F>
 void dispatch_iou_mode(IouMode mode, const F& f) {
   switch (mode) {
-    case IouMode::IoU: return f(std::integral_constant<IouMode, IouMode::IoU>{});
-    case IouMode::GIoU: return f(std::integral_constant<IouMode, IouMode::GIoU>{});
-    case IouMode::DIoU: return f(std::integral_constant<IouMode, IouMode::DIoU>{});
-    case IouMode::CIoU: return f(std::integral_constant<IouMode, IouMode::CIoU>{});
-    case IouMode::IoF: return f(std::integral_constant<IouMode, IouMode::IoF>{});
+    case IouMode::IoU:
+      return f(std::integral_constant<IouMode, IouMode::IoU>{});
+    case IouMode::GIoU:
+      return f(std::integral_constant<IouMode, IouMode::GIoU>{});
+    case IouMode::DIoU:
+      return f(std::integral_constant<IouMode, IouMode::DIoU>{});
+    case IouMode::CIoU:
+      return f(std::integral_constant<IouMode, IouMode::CIoU>{});
+    case IouMode::IoF:
+      return f(std::integral_constant<IouMode, IouMode::IoF>{});
   }
   TORCH_CHECK(false, "unknown overlap mode ", static_cast<int>(mode));
 }
@@ -62,13 +67,13 @@ struct PairwiseProblem {
   // [batch, N, M] in out_dtype: integer boxes are computed in float64 and written as float32 directly,
   // with no float64 matrix in between.
   at::Tensor out;
-  std::vector<int64_t> out_shape;   // [..., N, M]
+  std::vector<int64_t> out_shape;  // [..., N, M]
   at::ScalarType out_dtype;
 };
 // allocate_out=false leaves p.out for the kernel to allocate (the CPU kernel backs large outputs with huge
 // pages: cpu/large_output.h).
-PairwiseProblem prepare_pairwise(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode,
-                                 double eps, c10::string_view fmt, bool allocate_out = true);
+PairwiseProblem prepare_pairwise(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode, double eps,
+                                 c10::string_view fmt, bool allocate_out = true);
 at::Tensor finish_pairwise(PairwiseProblem& p);
 
 // boxes1[..., 4], boxes2[..., 4] of one shape (broadcast) -> out[...].
@@ -81,8 +86,7 @@ struct AlignedProblem {
   std::vector<int64_t> out_shape;
   at::ScalarType out_dtype;
 };
-AlignedProblem prepare_aligned(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode,
-                               double eps);
+AlignedProblem prepare_aligned(const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view mode, double eps);
 at::Tensor finish_aligned(AlignedProblem& p);
 
 }  // namespace detops

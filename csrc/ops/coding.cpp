@@ -52,6 +52,7 @@ TORCH_LIBRARY_FRAGMENT(detops, m) {
   // boxes[..., 4] xyxy -> deltas (dx, dy, dw, dh) relative to anchors[..., 4] xyxy (docs/ops.md, "Box coding").
   m.def("encode_boxes(Tensor boxes, Tensor anchors, float[] weights=[1., 1., 1., 1.]) -> Tensor");
   // The inverse; dw and dh clamped from above at `clamp` before exp (None: no clamp).
-  m.def("decode_boxes(Tensor deltas, Tensor anchors, float[] weights=[1., 1., 1., 1.], "
-        "float? clamp=4.135166556742356) -> Tensor");
+  m.def(
+      "decode_boxes(Tensor deltas, Tensor anchors, float[] weights=[1., 1., 1., 1.], "
+      "float? clamp=4.135166556742356) -> Tensor");
 }

@@ -25,12 +25,12 @@ Reduction parse_reduction(c10::string_view reduction) {
 at::ScalarType check_focal_args(const at::Tensor& inputs, const at::Tensor& targets, double alpha, double gamma) {
   check_floating(inputs, "inputs");
   check_floating(targets, "targets");
-  TORCH_CHECK(targets.sizes() == inputs.sizes(), "targets must have the shape of inputs ", shape_str(inputs),
-              ", got ", shape_str(targets));
+  TORCH_CHECK(targets.sizes() == inputs.sizes(), "targets must have the shape of inputs ", shape_str(inputs), ", got ",
+              shape_str(targets));
   check_same_device(inputs, "inputs", targets, "targets");
   // torchvision's rule: alpha in [0, 1], or -1 for no weighting.
-  TORCH_CHECK((alpha >= 0 && alpha <= 1) || alpha == -1,
-              "alpha must be in [0, 1], or -1 for no weighting, got ", alpha);
+  TORCH_CHECK((alpha >= 0 && alpha <= 1) || alpha == -1, "alpha must be in [0, 1], or -1 for no weighting, got ",
+              alpha);
   TORCH_CHECK(!std::isnan(gamma), "gamma must not be NaN");
   // As torchvision's arithmetic does, mixed dtypes promote (float32 logits with float64 targets give float64).
   return c10::promoteTypes(inputs.scalar_type(), targets.scalar_type());
@@ -38,8 +38,8 @@ at::ScalarType check_focal_args(const at::Tensor& inputs, const at::Tensor& targ
 
 }  // namespace
 
-FocalProblem prepare_sigmoid_focal_loss(const at::Tensor& inputs, const at::Tensor& targets, double alpha,
-                                        double gamma, c10::string_view reduction) {
+FocalProblem prepare_sigmoid_focal_loss(const at::Tensor& inputs, const at::Tensor& targets, double alpha, double gamma,
+                                        c10::string_view reduction) {
   const at::ScalarType dtype = check_focal_args(inputs, targets, alpha, gamma);
   FocalProblem p;
   p.reduction = parse_reduction(reduction);
@@ -83,9 +83,11 @@ FocalBackwardProblem prepare_sigmoid_focal_loss_backward(const at::Tensor& grad,
 TORCH_LIBRARY_FRAGMENT(detops, m) {
   // torchvision.ops.sigmoid_focal_loss in one pass: no sigmoid, cross-entropy or weight tensors, only the
   // output (elementwise for "none", one value otherwise).
-  m.def("sigmoid_focal_loss(Tensor inputs, Tensor targets, float alpha=0.25, float gamma=2., "
-        "str reduction=\"none\") -> Tensor");
+  m.def(
+      "sigmoid_focal_loss(Tensor inputs, Tensor targets, float alpha=0.25, float gamma=2., "
+      "str reduction=\"none\") -> Tensor");
   // d loss / d inputs in closed form, given the output's gradient (elementwise or one value).
-  m.def("sigmoid_focal_loss_backward(Tensor grad, Tensor inputs, Tensor targets, float alpha, float gamma, "
-        "str reduction) -> Tensor");
+  m.def(
+      "sigmoid_focal_loss_backward(Tensor grad, Tensor inputs, Tensor targets, float alpha, float gamma, "
+      "str reduction) -> Tensor");
 }

@@ -23,8 +23,8 @@ struct FocalProblem {
   double alpha, gamma;
   Reduction reduction;
 };
-FocalProblem prepare_sigmoid_focal_loss(const at::Tensor& inputs, const at::Tensor& targets, double alpha,
-                                        double gamma, c10::string_view reduction);
+FocalProblem prepare_sigmoid_focal_loss(const at::Tensor& inputs, const at::Tensor& targets, double alpha, double gamma,
+                                        c10::string_view reduction);
 
 // The backward: grad is the output's gradient (the loss's shape for kNone, 0-dim otherwise); `out` is the
 // gradient of the inputs, in the promoted dtype.

@@ -73,8 +73,8 @@ void check_match_values_cpu(const MatchProblem& p) {
         const Box<scalar_t> box = load_box(boxes + 4 * i);
         // inf too: its width is inf or NaN, so the encoded centre and log-size would be NaN with no warning.
         TORCH_CHECK(std::isfinite(box.x1) && std::isfinite(box.y1) && std::isfinite(box.x2) && std::isfinite(box.y2),
-                    "gt_boxes must be finite, got (", box.x1, ", ", box.y1, ", ", box.x2, ", ", box.y2,
-                    ") for object ", g, " of image ", b);
+                    "gt_boxes must be finite, got (", box.x1, ", ", box.y1, ", ", box.x2, ", ", box.y2, ") for object ",
+                    g, " of image ", b);
         TORCH_CHECK(box.x2 >= box.x1 && box.y2 >= box.y1, "gt_boxes must be xyxy with x2 >= x1 and y2 >= y1, got (",
                     box.x1, ", ", box.y1, ", ", box.x2, ", ", box.y2, ") for object ", g, " of image ", b);
       }
@@ -115,9 +115,11 @@ MatcherProblem prepare_match_boxes(const at::Tensor& quality, double high, doubl
 TORCH_LIBRARY_FRAGMENT(detops, m) {
   // SSD matching for a padded batch: (labels [B, P] int64, matched object [B, P] int64 (-1 background),
   // targets [B, P, 4] encoded against the priors with `weights`). No [B, G, P] tensor is formed.
-  m.def("match_priors(Tensor gt_boxes, Tensor gt_labels, Tensor counts, Tensor priors_cxcy, float threshold=0.5, "
-        "float[] weights=[10., 10., 5., 5.]) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "match_priors(Tensor gt_boxes, Tensor gt_labels, Tensor counts, Tensor priors_cxcy, float threshold=0.5, "
+      "float[] weights=[10., 10., 5., 5.]) -> (Tensor, Tensor, Tensor)");
   // torchvision's Matcher on a quality matrix [..., G, P] -> matches [..., P] int64 (-1 below low, -2 between).
-  m.def("match_boxes(Tensor match_quality_matrix, float high_threshold, float low_threshold, "
-        "bool allow_low_quality_matches=False) -> Tensor");
+  m.def(
+      "match_boxes(Tensor match_quality_matrix, float high_threshold, float low_threshold, "
+      "bool allow_low_quality_matches=False) -> Tensor");
 }

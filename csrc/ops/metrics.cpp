@@ -41,8 +41,8 @@ CocoMatchProblem prepare_coco_match(const at::Tensor& dt_boxes, const at::Tensor
   check_box_rows(gt_boxes, "gt_boxes", "G");
   const int64_t G = gt_boxes.size(0);
   check_per_row(gt_crowd, "gt_crowd", G, "G", at::kBool);
-  TORCH_CHECK(gt_ignore.dim() == 2 && gt_ignore.size(1) == G, "gt_ignore must have shape [A, G] with G = ", G,
-              ", got ", shape_str(gt_ignore));
+  TORCH_CHECK(gt_ignore.dim() == 2 && gt_ignore.size(1) == G, "gt_ignore must have shape [A, G] with G = ", G, ", got ",
+              shape_str(gt_ignore));
   check_dtype(gt_ignore, "gt_ignore", at::kBool);
   check_offsets(dt_offsets, "dt_offsets");
   check_offsets(gt_offsets, "gt_offsets");

@@ -28,8 +28,7 @@ static std::string box_shape(const char* lead, int64_t box_dim) {
   return std::string("[") + lead + std::to_string(box_dim) + "]" + (box_dim == 5 ? " (cx, cy, w, h, angle)" : "");
 }
 
-static void check_nms_inputs(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold,
-                             int64_t box_dim) {
+static void check_nms_inputs(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold, int64_t box_dim) {
   TORCH_CHECK(boxes.dim() == 2 && boxes.size(1) == box_dim, "boxes must have shape ", box_shape("N, ", box_dim),
               ", got ", shape_str(boxes));
   TORCH_CHECK(scores.dim() == 1, "scores must have shape [N], got ", shape_str(scores));
@@ -39,8 +38,7 @@ static void check_nms_inputs(const at::Tensor& boxes, const at::Tensor& scores, 
   check_threshold(iou_threshold, "iou_threshold");
 }
 
-NmsProblem prepare_nms(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold,
-                       int64_t box_dim) {
+NmsProblem prepare_nms(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold, int64_t box_dim) {
   check_nms_inputs(boxes, scores, iou_threshold, box_dim);
   NmsProblem p;
   const auto dtype = compute_dtype(boxes.scalar_type());
@@ -54,8 +52,8 @@ NmsProblem prepare_nms(const at::Tensor& boxes, const at::Tensor& scores, double
 NmsProblem prepare_batched_nms(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
                                double iou_threshold, int64_t box_dim) {
   check_nms_inputs(boxes, scores, iou_threshold, box_dim);
-  TORCH_CHECK(idxs.dim() == 1 && idxs.size(0) == boxes.size(0), "idxs must have shape [N] with N = ",
-              boxes.size(0), " (one category per box), got ", shape_str(idxs));
+  TORCH_CHECK(idxs.dim() == 1 && idxs.size(0) == boxes.size(0), "idxs must have shape [N] with N = ", boxes.size(0),
+              " (one category per box), got ", shape_str(idxs));
   TORCH_CHECK(at::isIntegralType(idxs.scalar_type(), /*includeBool=*/false),
               "idxs must be an integer tensor of categories, got ", idxs.scalar_type());
   check_same_device(boxes, "boxes", idxs, "idxs");
@@ -67,12 +65,11 @@ NmsProblem prepare_batched_nms(const at::Tensor& boxes, const at::Tensor& scores
 MulticlassProblem prepare_multiclass(const at::Tensor& boxes, const at::Tensor& scores, double score_threshold,
                                      double iou_threshold, int64_t max_detections, int64_t background_class,
                                      int64_t max_candidates_per_class, int64_t box_dim) {
-  TORCH_CHECK(scores.dim() == 3, "scores must have shape [B, P, C] (images, priors, classes), got ",
-              shape_str(scores));
+  TORCH_CHECK(scores.dim() == 3, "scores must have shape [B, P, C] (images, priors, classes), got ", shape_str(scores));
   const int64_t b = scores.size(0), pr = scores.size(1), c = scores.size(2);
   const bool shared = boxes.dim() == 3 && boxes.size(0) == b && boxes.size(1) == pr && boxes.size(2) == box_dim;
-  const bool per_class = boxes.dim() == 4 && boxes.size(0) == b && boxes.size(1) == pr && boxes.size(2) == c &&
-                         boxes.size(3) == box_dim;
+  const bool per_class =
+      boxes.dim() == 4 && boxes.size(0) == b && boxes.size(1) == pr && boxes.size(2) == c && boxes.size(3) == box_dim;
   TORCH_CHECK(shared || per_class, "boxes must have shape ", box_shape("B, P, ", box_dim), " or ",
               box_shape("B, P, C, ", box_dim), " matching scores ", shape_str(scores), ", got ", shape_str(boxes));
   check_boxes_and_scores_types(boxes, scores);
@@ -81,8 +78,8 @@ MulticlassProblem prepare_multiclass(const at::Tensor& boxes, const at::Tensor& 
   TORCH_CHECK(max_detections >= 0, "max_detections must be >= 0, got ", max_detections);
   TORCH_CHECK(background_class >= -1 && background_class < std::max<int64_t>(c, 1),
               "background_class must be None or a class in [0, ", c, "), got ", background_class);
-  TORCH_CHECK(max_candidates_per_class >= -1,
-              "max_candidates_per_class must be None or >= 0, got ", max_candidates_per_class);
+  TORCH_CHECK(max_candidates_per_class >= -1, "max_candidates_per_class must be None or >= 0, got ",
+              max_candidates_per_class);
   MulticlassProblem p;
   const auto dtype = compute_dtype(scores.scalar_type());
   p.boxes = boxes.to(dtype).contiguous();
@@ -110,9 +107,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> finish_multiclass(Mul
   return {p.out_boxes.to(p.out_dtype), p.out_scores.to(p.out_dtype), p.out_labels, p.out_counts};
 }
 
-SoftNmsProblem prepare_soft_nms(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold,
-                                double sigma, double score_threshold, c10::string_view method,
-                                int64_t box_dim) {
+SoftNmsProblem prepare_soft_nms(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold, double sigma,
+                                double score_threshold, c10::string_view method, int64_t box_dim) {
   check_nms_inputs(boxes, scores, iou_threshold, box_dim);
   check_threshold(score_threshold, "score_threshold");
   TORCH_CHECK(sigma > 0, "sigma must be > 0, got ", sigma);

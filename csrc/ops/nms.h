@@ -38,8 +38,7 @@ struct NmsProblem {
   double iou_threshold = 0.5;
 };
 // box_dim: 4 for (x1, y1, x2, y2), 5 for rotated (cx, cy, w, h, angle) boxes.
-NmsProblem prepare_nms(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold,
-                       int64_t box_dim = 4);
+NmsProblem prepare_nms(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold, int64_t box_dim = 4);
 NmsProblem prepare_batched_nms(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
                                double iou_threshold, int64_t box_dim = 4);
 
@@ -70,9 +69,8 @@ struct SoftNmsProblem {
   SoftNmsMethod method = SoftNmsMethod::Gaussian;
   at::ScalarType out_dtype;
 };
-SoftNmsProblem prepare_soft_nms(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold,
-                                double sigma, double score_threshold, c10::string_view method,
-                                int64_t box_dim = 4);
+SoftNmsProblem prepare_soft_nms(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold, double sigma,
+                                double score_threshold, c10::string_view method, int64_t box_dim = 4);
 
 // Soft-NMS weight of a box overlapping the selected one by `ov` (Bodla et al. 2017, eqs. 2 and 3).
 template <typename T>

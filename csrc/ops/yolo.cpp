@@ -42,6 +42,7 @@ TORCH_LIBRARY_FRAGMENT(detops, m) {
   // whose objectness does): their flat index b * N + n (increasing), corner boxes [K, 4] from (cx, cy, w, h),
   // best score (class x objectness) and class. YOLO's filtering in one pass over the head's output, in place
   // of a gather of every passing row, a product tensor and a max over it.
-  m.def("yolo_candidates(Tensor prediction, float conf_thres, bool objectness=True) -> "
-        "(Tensor rows, Tensor boxes, Tensor scores, Tensor labels)");
+  m.def(
+      "yolo_candidates(Tensor prediction, float conf_thres, bool objectness=True) -> "
+      "(Tensor rows, Tensor boxes, Tensor scores, Tensor labels)");
 }
