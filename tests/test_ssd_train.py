@@ -239,3 +239,50 @@ def test_find_lr_sweeps_and_restores(cached):
     for k, v in trainer.model.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert torch.equal(torch.get_rng_state(), rng)
+
+
+def _signal_before_the_guard(worker_id):
+    # A stop signal that reaches a worker before the trainer's worker_init_fn has run: sent to itself, so
+    # torch's worker handler (which exits on any SIGTERM not from the parent) would kill it if it were not
+    # held back until the handler is replaced.
+    import signal
+
+    from detops.ssd.trainer import _ignore_stop_signals
+
+    os.kill(os.getpid(), signal.SIGTERM)
+    _ignore_stop_signals(worker_id)
+
+
+def test_a_stop_signal_while_workers_start_does_not_kill_them():
+    import signal
+
+    from detops.ssd.trainer import _worker_batches
+
+    loader = torch.utils.data.DataLoader(
+        list(range(8)), batch_size=2, num_workers=2, worker_init_fn=_signal_before_the_guard
+    )
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    with _worker_batches(loader) as batches:
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before  # unblocked again in the training process
+        got = [b.tolist() for b in batches]
+    assert got == [[0, 1], [2, 3], [4, 5], [6, 7]]
+
+
+def test_workers_are_shut_down_when_training_raises():
+    # The workers ignore SIGTERM, multiprocessing's way of stopping leftover children at exit: an iterator
+    # kept alive by a traceback would leave the process waiting for them forever.
+    from detops.ssd.trainer import _ignore_stop_signals, _worker_batches
+
+    loader = torch.utils.data.DataLoader(
+        list(range(64)), batch_size=2, num_workers=2, worker_init_fn=_ignore_stop_signals
+    )
+    with pytest.raises(ZeroDivisionError):
+        with _worker_batches(loader) as batches:
+            next(batches)
+            workers = list(batches._workers)
+            assert all(w.is_alive() for w in workers)
+            kept = batches  # noqa: F841 (what a traceback does: the iterator outlives the with)
+            1 / 0
+    for w in workers:
+        w.join(timeout=10)
+        assert not w.is_alive()

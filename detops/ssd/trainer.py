@@ -112,17 +112,48 @@ def distributed_env() -> Dict[str, int]:
     }
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def _ignore_stop_signals(worker_id: int) -> None:
     """DataLoader workers leave Ctrl-C and SIGTERM to the training process.
 
     A terminal's Ctrl-C, and many schedulers' SIGTERM, reach the whole process group. A worker that dies of
     it (torch's worker handler exits on a SIGTERM from anyone but its parent) makes the loader raise "worker
-    exited unexpectedly" in the middle of the stop, sometimes from a garbage-collected iterator, where it is
-    only printed. The training process stops at the end of its step and shuts the workers down itself; a
-    worker whose parent is gone exits by itself.
+    exited unexpectedly" in the middle of the stop, at whatever line the training process is on (torch
+    raises it from its SIGCHLD handler). The training process stops at the end of its step and shuts the
+    workers down itself; a worker whose parent is gone exits by itself.
+
+    The worker was forked with the stop signals blocked (:func:`_worker_batches`), so one sent while it
+    started is still pending: ignored first, then unblocked, it is discarded.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for s in _STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+@contextlib.contextmanager
+def _worker_batches(loader: DataLoader):
+    """``iter(loader)``, its workers started with the stop signals blocked, and shut down on the way out.
+
+    Blocked: a forked worker inherits the signal mask, so there is no moment between the fork and
+    :func:`_ignore_stop_signals` at which a stop signal can kill it; the training process receives a
+    signal that came meanwhile as soon as the workers are started. Shut down explicitly: the workers
+    ignore SIGTERM, which is also how multiprocessing stops leftover children at exit, so an iterator kept
+    alive by an exception's traceback would leave the process waiting for them forever.
+    """
+    if loader.num_workers == 0:
+        yield iter(loader)
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        batches = iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    try:
+        yield batches
+    finally:
+        batches._shutdown_workers()  # what the iterator's __del__ does; idempotent
 
 
 class _SkippingSampler(Sampler):
@@ -300,33 +331,23 @@ class Trainer:
         self._emit("on_epoch_start")
         t0 = time.perf_counter()
         done = 0
-        batches = iter(self.loader)
-        while True:
-            try:
-                images, boxes, labels, _ = next(batches)
-            except StopIteration:
-                break
-            except RuntimeError:
-                # A worker forked just as a stop signal reached the process group dies of it before
-                # _ignore_stop_signals runs; the stop was requested, so the epoch ends here like any stop.
-                if self.stop_requested is None:
-                    raise
-                return None
-            loss = self.train_step(images, boxes, labels)
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss} at step {self.step}")
-            self.batch_in_epoch += 1
-            self._epoch_loss[0] += loss
-            self._epoch_loss[1] += 1
-            done += 1
-            lr = self.lr
-            self.history.append({"step": self.step, "loss": loss, "lr": lr})
-            self._emit("on_step", loss, lr)
-            every = self.cfg.checkpoint_every_steps
-            if every and self.step % every == 0 and self.last_path:
-                self.save_checkpoint(self.last_path)
-            if self._agreed_stop():
-                return None
+        with _worker_batches(self.loader) as batches:
+            for images, boxes, labels, _ in batches:
+                loss = self.train_step(images, boxes, labels)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss} at step {self.step}")
+                self.batch_in_epoch += 1
+                self._epoch_loss[0] += loss
+                self._epoch_loss[1] += 1
+                done += 1
+                lr = self.lr
+                self.history.append({"step": self.step, "loss": loss, "lr": lr})
+                self._emit("on_step", loss, lr)
+                every = self.cfg.checkpoint_every_steps
+                if every and self.step % every == 0 and self.last_path:
+                    self.save_checkpoint(self.last_path)
+                if self._agreed_stop():
+                    return None
         seconds = time.perf_counter() - t0
         mean = self._epoch_loss[0] / max(1, self._epoch_loss[1])
         self.epoch += 1
@@ -476,17 +497,13 @@ class Trainer:
         lrs, losses, avg, best = [], [], 0.0, math.inf
         self.net.train()
         self._set_epoch(0)
-        batches = iter(self.loader)
+        stream = self._batches_forever()
         try:
             for i in range(steps):
                 lr = start_lr * ratio**i
                 for g, f in zip(self.optimizer.param_groups, factors):
                     g["lr"] = lr * f / base
-                try:
-                    images, boxes, labels, _ = next(batches)
-                except StopIteration:
-                    batches = iter(self.loader)
-                    images, boxes, labels, _ = next(batches)
+                images, boxes, labels, _ = next(stream)
                 loss = self._plain_step(images, boxes, labels)
                 if not math.isfinite(loss):
                     break
@@ -498,6 +515,7 @@ class Trainer:
                 if smoothed > diverge * best:
                     break
         finally:
+            stream.close()  # shuts the loader's workers down now, whatever ended the search
             self.model.load_state_dict(saved["model"])
             self.optimizer.load_state_dict(saved["optimizer"])
             self.scheduler.load_state_dict(saved["scheduler"])
@@ -510,6 +528,12 @@ class Trainer:
             slopes = [(losses[i + 1] - losses[i - 1]) / (logs[i + 1] - logs[i - 1]) for i in range(1, len(lrs) - 1)]
             suggestion = lrs[1 + min(range(len(slopes)), key=slopes.__getitem__)]
         return {"lrs": lrs, "losses": losses, "suggestion": suggestion}
+
+    def _batches_forever(self):
+        """The loader's batches, epoch after epoch (the loader has at least one batch: see __init__)."""
+        while True:
+            with _worker_batches(self.loader) as batches:
+                yield from batches
 
     def _plain_step(self, images, boxes, labels) -> float:
         """An optimizer step that leaves the scheduler and counters alone (for :meth:`find_lr`)."""
