@@ -136,7 +136,8 @@ def _ignore_stop_signals(worker_id: int) -> None:
 def _worker_batches(loader: DataLoader):
     """``iter(loader)``, its workers started with the stop signals blocked, and shut down on the way out.
 
-    Blocked: a forked worker inherits the signal mask, so there is no moment between the fork and
+    Blocked: a forked worker inherits the signal mask (Linux's default "fork" start method; a "forkserver"
+    worker does not, and keeps the short window), so there is no moment between the fork and
     :func:`_ignore_stop_signals` at which a stop signal can kill it; the training process receives a
     signal that came meanwhile as soon as the workers are started. Shut down explicitly: the workers
     ignore SIGTERM, which is also how multiprocessing stops leftover children at exit, so an iterator kept
